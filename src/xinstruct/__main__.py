@@ -1,0 +1,5 @@
+import sys
+
+from xinstruct.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""LLM backends behind one interface, chosen by a `ModelConfig`.
+
+    backend       model                                   where
+    llama.cpp     a .gguf file, or "embedded"             CPU / GPU (n_gpu_layers)
+    transformers  a local checkpoint folder or .gguf      CPU / GPU
+    vllm          a local checkpoint folder               GPU, optional extra
+    openai        the served model name (+ base_url)      any OpenAI-compatible server
+
+Backends are imported only when chosen, so a CPU install never needs vLLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, Message
+from xinstruct.llm.cache import CachedLLM, RequestCache
+from xinstruct.llm.embedded import EMBEDDED_LLM, smollm2_gguf
+
+BACKENDS = ("llama.cpp", "transformers", "vllm", "openai")
+
+__all__ = ["LLM", "BACKENDS", "CachedLLM", "ChatRequest", "Generation", "GenerationParams", "LLMError",
+           "Message", "ModelConfig", "RequestCache", "load_llm"]
+
+
+@dataclass
+class ModelConfig:
+    """Which model to run and how. `options` go to the backend's constructor."""
+
+    model: str = EMBEDDED_LLM
+    backend: str = "auto"  # auto: openai if base_url, llama.cpp for .gguf/embedded, else transformers
+    base_url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            if self.backend not in BACKENDS:
+                raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)} or auto")
+            return self.backend
+        if self.base_url:
+            return "openai"
+        if self.model == EMBEDDED_LLM or self.model.endswith(".gguf"):
+            return "llama.cpp"
+        return "transformers"
+
+
+def load_llm(cfg: ModelConfig) -> LLM:
+    backend = cfg.resolved_backend()
+    model = cfg.model
+    if model == EMBEDDED_LLM and backend != "openai":
+        model = str(smollm2_gguf())
+    if backend == "llama.cpp":
+        from xinstruct.llm.llamacpp import LlamaCppLLM
+
+        return LlamaCppLLM(model, **cfg.options)
+    if backend == "transformers":
+        from xinstruct.llm.hf import TransformersLLM
+
+        return TransformersLLM(model, **cfg.options)
+    if backend == "vllm":
+        from xinstruct.llm.vllm import VLLMLLM
+
+        return VLLMLLM(model, **cfg.options)
+    from xinstruct.llm.openai_compat import OpenAICompatLLM
+
+    if not cfg.base_url:
+        raise ValueError("the openai backend needs a base_url (e.g. http://127.0.0.1:8000/v1)")
+    return OpenAICompatLLM(cfg.base_url, model, **cfg.options)

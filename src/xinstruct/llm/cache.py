@@ -1,0 +1,103 @@
+"""A persistent request cache, so that a rerun never redoes a finished LLM call.
+
+Keyed by (model fingerprint, messages, generation parameters). SQLite in WAL mode:
+each finished batch is committed at once, so a run killed at any point keeps every
+answer it already had, and several processes may share one cache file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from xinstruct.llm.base import LLM, ChatRequest, Generation
+
+
+def request_key(fingerprint: str, req: ChatRequest) -> str:
+    payload = {"model": fingerprint, "messages": list(req.messages), "params": req.params.to_dict()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, response TEXT)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
+        out: dict[str, Generation] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                part = list(keys[i : i + 500])
+                q = f"SELECT key, response FROM calls WHERE key IN ({','.join('?' * len(part))})"
+                for key, resp in self._db.execute(q, part):
+                    out[key] = Generation(**json.loads(resp))
+        return out
+
+    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
+        rows = [(k, model, json.dumps(g.to_dict(), ensure_ascii=False)) for k, g in items]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", rows)
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedLLM(LLM):
+    """Wraps any backend: answers found in the cache are returned, the rest generated and stored.
+
+    Failed calls (`Generation.error`) are not cached, so a rerun retries them.
+    """
+
+    def __init__(self, llm: LLM, cache: RequestCache):
+        self.llm = llm
+        self.cache = cache
+        self.backend = llm.backend
+        self.model_id = llm.model_id
+        self.supports_json_schema = llm.supports_json_schema
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.llm.fingerprint
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        keys = [request_key(self.fingerprint, r) for r in requests]
+        found = self.cache.get_many(keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(requests) - len(todo)
+        self.misses += len(todo)
+        fresh = self.llm.generate([requests[i] for i in todo]) if todo else []
+        self.cache.put_many(self.fingerprint, [(keys[i], g) for i, g in zip(todo, fresh) if g.error is None])
+        out: list[Generation] = []
+        new = iter(fresh)
+        for k in keys:
+            if k in found:
+                g = found[k]
+                g.cached = True
+                out.append(g)
+            else:
+                out.append(next(new))
+        return out
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return self.llm.loglikelihood(pairs)
+
+    def close(self) -> None:
+        self.llm.close()

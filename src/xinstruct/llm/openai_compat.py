@@ -1,0 +1,119 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, vLLM's server, llama.cpp's server, TGI, ...
+
+Requests run concurrently. Timeouts, connection errors, 429 and 5xx are retried with
+exponential backoff and jitter; when the retries run out the whole call raises
+`LLMError` (a dead server should stop the run, which resumes from its cache later,
+rather than turn the corpus into rejects). Other 4xx answers, such as a prompt too long
+for the model, fail that request alone: its `Generation.error` says why.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAICompatLLM(LLM):
+    backend = "openai"
+    supports_json_schema = True
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        response_format: str = "json_schema",
+        extra_body: dict[str, Any] | None = None,
+    ):
+        if response_format not in ("json_schema", "json_object", "none"):
+            raise ValueError("response_format must be json_schema, json_object or none")
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model_id = model
+        self.concurrency = max(1, concurrency)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.response_format = response_format
+        self.extra_body = extra_body or {}
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers={"Authorization": f"Bearer {key}"},
+                                    limits=httpx.Limits(max_connections=self.concurrency))
+        self.retries = 0  # retried attempts, for the manifest and tests
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.backend}:{self.base_url}:{self.model_id}"
+
+    def _body(self, req: ChatRequest) -> dict[str, Any]:
+        p = req.params
+        body: dict[str, Any] = {"model": self.model_id, "messages": list(req.messages), "max_tokens": p.max_tokens,
+                                "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.json_schema is not None and self.response_format == "json_schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": p.json_schema, "strict": True}}
+        elif p.json_schema is not None and self.response_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": p.json_schema}
+        return {**body, **self.extra_body}
+
+    def _post(self, req: ChatRequest) -> Generation:
+        url = f"{self.base_url}/chat/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                time.sleep(delay * (0.5 + random.random() / 2))
+            try:
+                r = self._client.post(url, json=self._body(req))
+            except httpx.TimeoutException as e:
+                last = f"timed out ({type(e).__name__})"
+                continue
+            except httpx.TransportError as e:
+                last = f"connection failed ({type(e).__name__}: {e})"
+                continue
+            if r.status_code in RETRYABLE_STATUS:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                continue
+            if r.status_code >= 400:
+                return Generation(text="", finish_reason="error", error=f"HTTP {r.status_code}: {r.text[:500]}")
+            try:
+                data = r.json()
+                choice = data["choices"][0]
+                usage = data.get("usage") or {}
+                return Generation(text=choice["message"].get("content") or "",
+                                  finish_reason=choice.get("finish_reason"),
+                                  prompt_tokens=usage.get("prompt_tokens", 0),
+                                  completion_tokens=usage.get("completion_tokens", 0))
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                last = f"unreadable answer ({type(e).__name__}: {e}): {r.text[:200]}"
+                continue
+        raise LLMError(f"{url} failed after {self.max_retries + 1} attempts: {last}")
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        if len(requests) <= 1 or self.concurrency == 1:
+            return [self._post(r) for r in requests]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(self._post, requests))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,63 @@
+"""vLLM in-process (GPU): continuous batching over the whole request list.
+
+vLLM is an optional extra (`pip install 'xinstruct[vllm]'`): it is imported only when
+this backend is chosen. Structured output uses vLLM's structured-outputs params
+(`StructuredOutputsParams`, vLLM >= 0.10) or guided decoding on older versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams
+
+
+def _structured(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return {"structured_outputs": StructuredOutputsParams(json=schema)}
+    except ImportError:  # vLLM < 0.10
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+
+
+class VLLMLLM(LLM):
+    backend = "vllm"
+    supports_json_schema = True
+
+    def __init__(self, model: str | Path, *, tokenizer: str | None = None, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.85, max_model_len: int | None = 8192,
+                 tensor_parallel_size: int = 1, **engine_kwargs: Any):
+        try:
+            import vllm
+        except ImportError as e:
+            raise ImportError("the vllm backend needs vLLM on a GPU machine: pip install 'xinstruct[vllm]'") from e
+        self._vllm = vllm
+        self.model_id = f"{Path(model).name}:{dtype}"
+        self._llm = vllm.LLM(model=str(model), tokenizer=tokenizer, dtype=dtype,
+                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                             tensor_parallel_size=tensor_parallel_size, **engine_kwargs)
+
+    def _sampling(self, p: GenerationParams) -> Any:
+        kw: dict[str, Any] = dict(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
+                                  seed=p.seed, stop=list(p.stop) or None)
+        if p.json_schema is not None:
+            kw.update(_structured(p.json_schema))
+        return self._vllm.SamplingParams(**kw)
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        outs = self._llm.chat([list(r.messages) for r in requests],
+                              [self._sampling(r.params) for r in requests], use_tqdm=False)
+        gens = []
+        for o in outs:
+            c = o.outputs[0]
+            gens.append(Generation(text=c.text, finish_reason=c.finish_reason,
+                                   prompt_tokens=len(o.prompt_token_ids or []),
+                                   completion_tokens=len(c.token_ids)))
+        return gens
