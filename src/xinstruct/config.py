@@ -1,0 +1,97 @@
+"""Run configuration: one dataclass per stage, a YAML recipe for a whole run, CLI overrides.
+
+    cfg = load_recipe("recipe.yaml", overrides=["generate.num_shots=4", "lang=sw"])
+
+Unknown keys are errors that name the key, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xinstruct.curate.generate import GenerateConfig
+from xinstruct.curate.prepare import PrepareConfig
+
+
+@dataclass
+class CurateConfig:
+    input: str | None = None  # corpus path; None = the sample corpus that ships in the package
+    lang: str = "all"  # target language code(s), comma-separated, or "all"
+    out: str = "runs/curate"
+    cache: str | None = None  # request-cache file; None = OUT/cache/llm.sqlite
+    limit: int | None = None  # read only the first N documents
+    shard_size: int = 32  # records per resumable generation shard
+    text_field: str = "text"
+    id_field: str = "id"
+    lang_field: str = "lang"
+    progress: bool = True
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def target_langs(self) -> set[str] | None:
+        if self.lang.strip().lower() in ("all", "*", ""):
+            return None
+        return {code.strip() for code in self.lang.split(",") if code.strip()}
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts, rejecting unknown keys by their dotted path."""
+    if not isinstance(data, dict):
+        raise ValueError(f"setting {where or 'recipe'} must be a mapping, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ValueError(f"unknown setting {path!r}; known here: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            value = from_dict(hint, value or {}, path)
+        elif hint in (tuple[str, ...],) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(text: str) -> Any:
+    """A CLI value: YAML scalars, so `3`, `0.7`, `true`, `null` and `[a, b]` mean what they say."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`generate.model.options.n_threads=2` style overrides onto a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = _coerce(value)
+    return data
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> CurateConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"recipe not found: {p}")
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"recipe {p} must be a YAML mapping")
+    return from_dict(CurateConfig, apply_overrides(data, overrides or []))

@@ -1,0 +1,81 @@
+"""The request cache: finished calls are never made twice, across processes and restarts."""
+
+import multiprocessing as mp
+
+from xinstruct.llm import CachedLLM, ChatRequest, Generation, GenerationParams, RequestCache
+from xinstruct.llm.base import LLM
+
+
+class CountingLLM(LLM):
+    """A test double that records the calls it receives (the cache is under test, not a model)."""
+
+    backend, model_id = "test", "counting"
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls: list[str] = []
+        self.fail_on = fail_on
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"]
+            self.calls.append(text)
+            err = "boom" if text == self.fail_on else None
+            out.append(Generation(text=text.upper(), completion_tokens=len(text), error=err))
+        return out
+
+
+def _req(text, **params):
+    return ChatRequest(messages=({"role": "user", "content": text},), params=GenerationParams(**params))
+
+
+def test_second_call_is_answered_from_the_cache(tmp_path):
+    inner = CountingLLM()
+    llm = CachedLLM(inner, RequestCache(tmp_path / "c.sqlite"))
+    first = llm.generate([_req("a"), _req("b")])
+    again = llm.generate([_req("b"), _req("c"), _req("a")])
+    assert [g.text for g in again] == ["B", "C", "A"]
+    assert [g.cached for g in again] == [True, False, True]
+    assert inner.calls == ["a", "b", "c"]
+    assert (llm.hits, llm.misses) == (2, 3)
+    assert [g.text for g in first] == ["A", "B"]
+
+
+def test_key_includes_parameters_and_model(tmp_path):
+    cache = RequestCache(tmp_path / "c.sqlite")
+    inner = CountingLLM()
+    llm = CachedLLM(inner, cache)
+    llm.generate([_req("a"), _req("a", temperature=0.7), _req("a", max_tokens=5)])
+    assert len(inner.calls) == 3
+    other = CountingLLM()
+    other.model_id = "another-model"
+    CachedLLM(other, cache).generate([_req("a")])
+    assert other.calls == ["a"]
+
+
+def test_failed_calls_are_not_cached(tmp_path):
+    inner = CountingLLM(fail_on="bad")
+    llm = CachedLLM(inner, RequestCache(tmp_path / "c.sqlite"))
+    assert llm.generate([_req("bad")])[0].error == "boom"
+    llm.generate([_req("bad")])
+    assert inner.calls == ["bad", "bad"]
+
+
+def _fill(path, start):
+    CachedLLM(CountingLLM(), RequestCache(path)).generate([_req(str(i)) for i in range(start, start + 50)])
+
+
+def test_cache_survives_restart_and_is_shared_by_processes(tmp_path):
+    path = tmp_path / "c.sqlite"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_fill, args=(path, s)) for s in (0, 25)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    cache = RequestCache(path)
+    assert len(cache) == 75
+    inner = CountingLLM()
+    CachedLLM(inner, cache).generate([_req(str(i)) for i in range(75)])
+    assert inner.calls == []

@@ -1,0 +1,66 @@
+"""The transformers backend: batched generation equals one-by-one, stop strings, and GGUF loading.
+
+A tiny randomly initialised Llama (built here) with the embedded model's tokenizer keeps it fast.
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from xinstruct.llm import ChatRequest, GenerationParams  # noqa: E402
+from xinstruct.llm.embedded import smollm2_gguf  # noqa: E402
+from xinstruct.llm.hf import TransformersLLM, load_causal_lm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    gguf = smollm2_gguf()
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    path = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _req(text, **kw):
+    return ChatRequest(messages=({"role": "user", "content": text},), params=GenerationParams(max_tokens=12, **kw))
+
+
+def test_batched_generation_equals_one_by_one(tiny_model_dir):
+    llm = TransformersLLM(tiny_model_dir, dtype="float32", batch_size=4)
+    prompts = ["Hi", "Tell me about ugali, the staple food of East Africa.", "Habari", "Explain Thai curry."]
+    batched = llm.generate([_req(p) for p in prompts])
+    single = [llm.generate([_req(p)])[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.prompt_tokens for g in batched] == [g.prompt_tokens for g in single]
+    assert len({g.prompt_tokens for g in batched}) > 1  # padding really was exercised
+    assert all(0 < g.completion_tokens <= 12 for g in batched)
+
+
+def test_stop_string_cuts_the_answer(tiny_model_dir):
+    llm = TransformersLLM(tiny_model_dir, dtype="float32")
+    full = llm.generate([_req("Hello there")])[0].text
+    assert len(full) > 4
+    stop = full[2:4]
+    cut = llm.generate([_req("Hello there", stop=(stop,))])[0]
+    assert stop not in cut.text
+    assert full.startswith(cut.text)
+    assert cut.finish_reason == "stop"
+
+
+def test_gguf_loads_as_a_plain_trainable_model(tmp_path):
+    model, tok, device = load_causal_lm(smollm2_gguf(), dtype="float32")
+    assert getattr(model, "hf_quantizer", None) is None
+    assert not getattr(model.config, "quantization_config", None)
+    model.save_pretrained(tmp_path / "plain")  # refused for a model still flagged as GGUF-quantized
+    assert (tmp_path / "plain" / "config.json").is_file()
+    ids = tok("Habari", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**ids).logits
+    assert torch.isfinite(logits).all()

@@ -1,0 +1,38 @@
+"""Recipes, CLI overrides and their errors."""
+
+import pytest
+
+from xinstruct.config import load_recipe
+
+
+def test_recipe_and_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lang: sw\nout: runs/x\ngenerate:\n  num_shots: 2\n  model:\n    model: a.gguf\n")
+    cfg = load_recipe(recipe, ["generate.num_shots=5", "generate.model.options.n_threads=2", "lang=sw,ta",
+                               "generate.temperature=0.7"])
+    assert cfg.out == "runs/x"
+    assert cfg.generate.num_shots == 5
+    assert cfg.generate.temperature == 0.7
+    assert cfg.generate.model.model == "a.gguf"
+    assert cfg.generate.model.options == {"n_threads": 2}
+    assert cfg.target_langs() == {"sw", "ta"}
+    assert cfg.generate.model.resolved_backend() == "llama.cpp"
+
+
+def test_unknown_setting_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown setting 'generate.num_shot'"):
+        load_recipe(None, ["generate.num_shot=3"])
+
+
+def test_lang_all_means_every_language():
+    assert load_recipe(None, []).target_langs() is None
+
+
+def test_backend_resolution():
+    from xinstruct.llm import ModelConfig
+
+    assert ModelConfig().resolved_backend() == "llama.cpp"
+    assert ModelConfig(model="/m/qwen").resolved_backend() == "transformers"
+    assert ModelConfig(model="qwen", base_url="http://127.0.0.1:1/v1").resolved_backend() == "openai"
+    with pytest.raises(ValueError, match="unknown backend"):
+        ModelConfig(backend="tgi").resolved_backend()
