@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ class OpenAICompatLLM(LLM):
         self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers={"Authorization": f"Bearer {key}"},
                                     limits=httpx.Limits(max_connections=self.concurrency))
         self.retries = 0  # retried attempts, for the manifest and tests
+        self._retries_lock = threading.Lock()  # requests retry from several threads at once
 
     @property
     def fingerprint(self) -> str:
@@ -80,7 +82,8 @@ class OpenAICompatLLM(LLM):
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.retries += 1
+                with self._retries_lock:
+                    self.retries += 1
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 time.sleep(delay * (0.5 + random.random() / 2))
             try:

