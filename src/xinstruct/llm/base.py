@@ -76,6 +76,12 @@ class LLM(ABC):
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         """One `Generation` per request, in order."""
 
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
+        """Tokens the prompt will take, where the backend can tell cheaply (None: unknown)."""
+        return None
+
+    context_window: int | None = None  # tokens, where known
+
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context (optional)."""
         raise NotImplementedError(f"{self.backend} does not implement loglikelihood")

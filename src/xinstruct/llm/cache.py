@@ -99,5 +99,12 @@ class CachedLLM(LLM):
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         return self.llm.loglikelihood(pairs)
 
+    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
+        return self.llm.count_prompt_tokens(messages)
+
+    @property
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return self.llm.context_window
+
     def close(self) -> None:
         self.llm.close()

@@ -72,6 +72,13 @@ class TransformersLLM(LLM):
         name = Path(model).name + (f"/{gguf_file}" if gguf_file else "")
         self.model_id = f"{name}:{str(self.model.dtype).removeprefix('torch.')}"
 
+    @property
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
+        return len(self.tokenizer(self.prompt_text(messages), add_special_tokens=False)["input_ids"])
+
     def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 

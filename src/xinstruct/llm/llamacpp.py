@@ -40,7 +40,7 @@ class LlamaCppLLM(LLM):
         self,
         model_path: str | Path,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = 8192,  # SmolLM2 was trained for 8192; Tamil or Thai text costs many tokens
         n_threads: int | None = None,
         n_batch: int = 512,
         n_gpu_layers: int = 0,
@@ -69,10 +69,14 @@ class LlamaCppLLM(LLM):
             chat_format=chat_format,
             verbose=verbose,
         )
-        self.n_ctx = n_ctx
+        self.context_window = n_ctx
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
+        # The content tokens plus a few per message for the chat template's role markers.
+        return sum(self.count_tokens(m["content"]) + 6 for m in messages) + 4
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         # llama-cpp-python's high-level API decodes one sequence at a time; requests that
