@@ -24,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
@@ -62,10 +62,8 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "xinstruct": __version__}
     for pkg in ("llama-cpp-python", "transformers", "torch", "vllm", "httpx", "py3langid", "datasketch",
                 "datasets", "pyarrow"):
-        try:
+        with suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

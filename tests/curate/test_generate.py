@@ -82,7 +82,7 @@ def test_real_model_writes_instructions_with_provenance(llm):
         prov = rec.provenance["instruction"]
         assert prov.backend == "llama.cpp" and prov.model.startswith("SmolLM2-135M-Instruct")
         assert prov.prompt == "generate_instruction" and prov.prompt_version == "1"
-        assert prov.params["temperature"] == 0.0 and prov.params["num_shots"] == 3
+        assert prov.params["temperature"] == 0.0 and prov.params["num_shots"] == 2
         assert prov.raw  # the unparsed answer is kept for tracing
     for rej in rejects:
         assert rej.stage == "generate" and rej.unit == "chunk" and rej.record["text"]

@@ -1,6 +1,7 @@
 """The request cache: finished calls are never made twice, across processes and restarts."""
 
-import multiprocessing as mp
+import subprocess
+import sys
 
 from xinstruct.llm import CachedLLM, ChatRequest, Generation, GenerationParams, RequestCache
 from xinstruct.llm.base import LLM
@@ -61,19 +62,21 @@ def test_failed_calls_are_not_cached(tmp_path):
     assert inner.calls == ["bad", "bad"]
 
 
-def _fill(path, start):
-    CachedLLM(CountingLLM(), RequestCache(path)).generate([_req(str(i)) for i in range(start, start + 50)])
+FILL = """
+import sys
+from xinstruct.llm import ChatRequest, Generation, GenerationParams, RequestCache
+from xinstruct.llm.cache import request_key
+cache = RequestCache(sys.argv[1])
+for i in range(int(sys.argv[2]), int(sys.argv[2]) + 50):
+    req = ChatRequest(messages=({"role": "user", "content": str(i)},), params=GenerationParams())
+    cache.put_many("counting", [(request_key("test:counting", req), Generation(text=str(i).upper()))])
+"""
 
 
 def test_cache_survives_restart_and_is_shared_by_processes(tmp_path):
     path = tmp_path / "c.sqlite"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_fill, args=(path, s)) for s in (0, 25)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    procs = [subprocess.Popen([sys.executable, "-c", FILL, str(path), str(s)]) for s in (0, 25)]
+    assert [p.wait(120) for p in procs] == [0, 0]
     cache = RequestCache(path)
     assert len(cache) == 75
     inner = CountingLLM()

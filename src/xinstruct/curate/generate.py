@@ -28,19 +28,19 @@ class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     template: str = "generate_instruction"  # packaged template name or a YAML path
     seeds: str | None = None  # seed JSONL file or folder; None = the packaged seeds
-    num_shots: int = 3
+    num_shots: int = 2
     # random: fresh shots per text. fixed: the same shots for every text of a language, so engines
     # reuse the prompt prefix (faster), but small models then copy the last shot's instruction:
     # on the sample corpus SmolLM2-135M copied it for 4 of 4 texts in a language with fixed shots.
     shot_selection: str = "random"
-    shot_max_chars: int = 700  # long seed responses are cut, to keep prompts short
+    shot_max_chars: int = 500  # long seed responses are cut, to keep prompts short (and fast on CPU)
     text_max_chars: int = 2500  # the native text shown to the model is cut to this
-    max_tokens: int = 80
+    max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     min_words: int = 3
-    max_words: int = 60
+    max_words: int = 40  # X-Instruction instructions average ~100 characters
     batch_size: int = 8  # records per LLM call
 
 
@@ -136,7 +136,7 @@ class InstructionGenerator:
         gens = self.llm.generate(reqs)
         kept: list[Record] = []
         rejects: list[Reject] = []
-        for rec, req, gen in zip(batch, reqs, gens):
+        for rec, req, gen in zip(batch, reqs, gens, strict=False):
             if gen.error is not None:
                 rejects.append(Reject.of(rec, STAGE, "llm_error", f"chunk {rec.id} ({rec.source}): {gen.error}"))
                 continue

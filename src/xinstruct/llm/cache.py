@@ -84,7 +84,8 @@ class CachedLLM(LLM):
         self.hits += len(requests) - len(todo)
         self.misses += len(todo)
         fresh = self.llm.generate([requests[i] for i in todo]) if todo else []
-        self.cache.put_many(self.fingerprint, [(keys[i], g) for i, g in zip(todo, fresh) if g.error is None])
+        done = [(keys[i], g) for i, g in zip(todo, fresh, strict=True) if g.error is None]
+        self.cache.put_many(self.fingerprint, done)
         out: list[Generation] = []
         new = iter(fresh)
         for k in keys:

@@ -90,7 +90,7 @@ class TransformersLLM(LLM):
         for params, idx in groups.items():
             for s in range(0, len(idx), self.batch_size):
                 part = idx[s : s + self.batch_size]
-                for i, g in zip(part, self._batch([requests[i] for i in part], params)):
+                for i, g in zip(part, self._batch([requests[i] for i in part], params), strict=False):
                     out[i] = g
         return [g for g in out if g is not None]
 
@@ -111,7 +111,7 @@ class TransformersLLM(LLM):
             gen = self.model.generate(**enc, **kw)
         new = gen[:, enc["input_ids"].shape[1] :]
         results = []
-        for row, mask in zip(new, enc["attention_mask"]):
+        for row, mask in zip(new, enc["attention_mask"], strict=False):
             ids = row.tolist()
             eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             n = next((k for k, t in enumerate(ids) if t in eos), len(ids))
