@@ -79,6 +79,10 @@ def batch_threads(threads: int) -> int:
     return max(threads, min(os.cpu_count() or 1, 16))
 
 
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def best_of(k: int, once: Callable[[], Run]) -> Run:
     runs = [once() for _ in range(k)]
     best = min(runs, key=lambda r: r.wall_s)
@@ -256,9 +260,11 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def thread_sweep(args: argparse.Namespace, requests: Sequence[ChatRequest], counts: list[int]) -> dict[str, Any]:
+    """Raw engine with n decode threads (prompt evaluation threads as xinstruct sets them) for each n."""
     rows, out = [], {}
     for n in counts:
         run, _ = bench_raw(args, requests, n)
+        log(f"{n} threads: {run.wall_s:.1f} s")
         decode = run.extra["decode_tokens"] / run.decode_s if run.decode_s else float("nan")
         prompt = run.extra["prompt_eval_tokens"] / run.extra["prompt_eval_s"] if run.extra["prompt_eval_s"] else 0.0
         out[str(n)] = {"decode_tokens_per_s": decode, "prompt_tokens_per_s": prompt, "docs_per_s": run.docs_per_s,
@@ -276,15 +282,22 @@ def compare(args: argparse.Namespace, records: Callable[[], list[Record]], reque
     gen, llm, load_s = xinstruct
     runs = {"xinstruct": (bench_xinstruct(args, gen, llm, records), load_s)}
     if llm.sent != list(requests):
-        print("warning: xinstruct sent other prompts than the ones given to the other engines", file=sys.stderr)
+        log("warning: xinstruct sent other prompts than the ones given to the other engines")
     gen.close()  # one engine in memory at a time
+    log(f"(a) xinstruct: {runs['xinstruct'][0].wall_s:.1f} s")
     runs["raw llama.cpp"] = bench_raw(args, requests, args.threads)
+    log(f"(b) raw llama.cpp: {runs['raw llama.cpp'][0].wall_s:.1f} s")
     if not args.skip_hf:
         runs["hf per-example"] = bench_hf(args, requests)
+        log(f"(c) hf per-example: {runs['hf per-example'][0].wall_s:.1f} s")
     print(f"\ngeneration stage, {args.docs} docs, best of {args.repeat} (load and warm-up excluded)")
     print_table(["engine", "load s", "wall s", "docs/s", "gen tok/s", "gen tokens", "prompt tokens"],
                 [[name, load, r.wall_s, r.docs_per_s, r.tokens_per_s, r.completion_tokens, r.prompt_tokens]
                  for name, (r, load) in runs.items()])
+    b = runs["raw llama.cpp"][0]
+    print(f"raw llama.cpp split (perf counters): prompt evaluation {b.extra['prompt_eval_s']:.1f} s for "
+          f"{b.extra['prompt_eval_tokens']} tokens (the rest reused from the KV cache), decoding "
+          f"{b.decode_s:.1f} s for {b.extra['decode_tokens']} tokens")
     a = runs["xinstruct"][0]
     ratios = {"a/b": a.docs_per_s / runs["raw llama.cpp"][0].docs_per_s}
     print(f"\ndocs/s ratio xinstruct / raw llama.cpp: {ratios['a/b']:.2f}")
@@ -313,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--hf-dtype", default="bfloat16", help="transformers dtype for (c)")
     ap.add_argument("--skip-hf", action="store_true", help="skip (c), the transformers loop")
     ap.add_argument("--repeat", type=int, default=1, help="timed passes per engine; the best is reported")
-    ap.add_argument("--thread-sweep", help="comma-separated thread counts: raw engine decode speed only")
+    ap.add_argument("--thread-sweep", help="comma-separated thread counts, e.g. 1,2: raw engine only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
