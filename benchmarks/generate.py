@@ -31,7 +31,7 @@ from typing import Any
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, Message, ModelConfig
 from xinstruct.llm.embedded import smollm2_gguf
-from xinstruct.llm.llamacpp import LlamaCppLLM, default_threads
+from xinstruct.llm.llamacpp import LlamaCppLLM, batch_threads, default_threads
 from xinstruct.records import Record
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src/xinstruct/data/corpus/sample.jsonl"
@@ -72,11 +72,6 @@ def load_records(path: Path, n: int) -> list[Record]:
     if len(rows) < n:
         sys.exit(f"{path} has {len(rows)} documents, fewer than --docs {n}")
     return [Record(id=r["id"], doc_id=r["id"], lang=r["lang"], text=r["text"], response=r["text"]) for r in rows[:n]]
-
-
-def batch_threads(threads: int) -> int:
-    """Prompt-processing threads for a decode thread count, as `LlamaCppLLM` sets them."""
-    return max(threads, min(os.cpu_count() or 1, 16))
 
 
 def log(msg: str) -> None:

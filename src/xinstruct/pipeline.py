@@ -106,9 +106,9 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     with ExitStack() as stack:
         rec_f = stack.enter_context(atomic_write(folder / "records.jsonl"))
         rej_f = stack.enter_context(atomic_write(folder / "rejects.jsonl"))
-        bar = stack.enter_context(tqdm(desc="prepare", unit="doc", disable=not cfg.progress))
+        stream = stack.enter_context(tqdm(stream, desc="prepare", unit="doc", disable=not cfg.progress))
         seen_docs: set[str] = set()
-        for item in prepare(_progress(stream, bar), cfg.target_langs(), cfg.prepare):
+        for item in prepare(stream, cfg.target_langs(), cfg.prepare):
             if isinstance(item, Reject):
                 rej_f.write(dumps(item.to_dict()) + "\n")
                 counts[f"{item.unit}s_rejected"] += 1
@@ -126,12 +126,6 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     with atomic_write(done) as f:
         f.write(json.dumps(stats, indent=2))
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
-
-
-def _progress(it: Iterable[Any], bar: Any) -> Iterator[Any]:
-    for x in it:
-        bar.update(1)
-        yield x
 
 
 def _shards(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

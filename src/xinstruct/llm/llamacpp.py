@@ -25,6 +25,11 @@ def default_threads() -> int:
     return 1 if n <= 2 else min(n - 1, 16)
 
 
+def batch_threads(threads: int) -> int:
+    """Prompt-evaluation threads for a decode thread count: every core (up to 16)."""
+    return max(threads, min(os.cpu_count() or 1, 16))
+
+
 def file_fingerprint(path: Path) -> str:
     """Name, size and a hash of the first 4 MiB: cheap, and changes with the weights."""
     h = hashlib.sha256()
@@ -64,7 +69,7 @@ class LlamaCppLLM(LLM):
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=self.n_threads,
-            n_threads_batch=max(self.n_threads, min(os.cpu_count() or 1, 16)),
+            n_threads_batch=batch_threads(self.n_threads),
             n_batch=n_batch,
             n_gpu_layers=n_gpu_layers,
             chat_format=chat_format,
