@@ -31,7 +31,7 @@ from typing import Any
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, Message, ModelConfig
 from xinstruct.llm.embedded import smollm2_gguf
-from xinstruct.llm.llamacpp import LlamaCppLLM, batch_threads, default_threads
+from xinstruct.llm.llamacpp import LlamaCppLLM, batch_threads, default_threads, model_params
 from xinstruct.records import Record
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src/xinstruct/data/corpus/sample.jsonl"
@@ -153,8 +153,9 @@ def raw_engine(args: argparse.Namespace, threads: int) -> tuple[Any, float]:
     from llama_cpp import Llama
 
     t0 = time.perf_counter()
-    llm = Llama(model_path=str(smollm2_gguf()), n_ctx=args.n_ctx, n_threads=threads,
-                n_threads_batch=batch_threads(threads), n_batch=args.n_batch, verbose=False)
+    with model_params(use_extra_bufts=False):  # as LlamaCppLLM: AMX buffers crash on Q4_1 (see llamacpp.py)
+        llm = Llama(model_path=str(smollm2_gguf()), n_ctx=args.n_ctx, n_threads=threads,
+                    n_threads_batch=batch_threads(threads), n_batch=args.n_batch, verbose=False)
     load_s = time.perf_counter() - t0
     llm.create_chat_completion(messages=WARMUP, max_tokens=4, temperature=0.0)
     return llm, load_s

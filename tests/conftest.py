@@ -53,7 +53,7 @@ def llama_server(embedded_gguf, tmp_path_factory):
             pytest.skip(f"{module} is not importable: install llama-cpp-python[server] to run the real-server tests")
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "xinstruct.llm.llamacpp", "--model", str(embedded_gguf), "--host", "127.0.0.1",
            "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

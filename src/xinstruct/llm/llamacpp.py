@@ -6,9 +6,11 @@ JSON-schema grammar, so a schema-constrained answer always parses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation
@@ -38,6 +40,31 @@ def file_fingerprint(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:12]}"
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def model_params(**fields: object) -> Iterator[None]:
+    """Set fields of llama.cpp's model params that `Llama()` does not expose, while it is built."""
+    import llama_cpp.llama as high
+
+    low = high.llama_cpp
+    with _PARAMS_LOCK:
+        orig = low.llama_model_default_params
+
+        def params():  # type: ignore[no-untyped-def]
+            p = orig()
+            for k, v in fields.items():
+                setattr(p, k, v)
+            return p
+
+        low.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = orig
+
+
 class LlamaCppLLM(LLM):
     backend = "llama.cpp"
     supports_json_schema = True
@@ -51,8 +78,12 @@ class LlamaCppLLM(LLM):
         n_batch: int = 512,
         n_gpu_layers: int = 0,
         chat_format: str | None = None,
+        extra_buffers: bool = False,
         verbose: bool = False,
     ):
+        """`extra_buffers` enables llama.cpp's extra CPU buffer types (weight repacking, Intel AMX). Off by
+        default: on a CPU with AMX (Sapphire Rapids and later) a build made with GGML_NATIVE segfaults in
+        `ggml_backend_amx_mul_mat` on the embedded Q4_1 model, seen here with llama-cpp-python 0.3.36."""
         try:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -65,16 +96,17 @@ class LlamaCppLLM(LLM):
         self.path = path
         self.model_id = file_fingerprint(path)
         self.n_threads = n_threads or default_threads()
-        self._llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=batch_threads(self.n_threads),
-            n_batch=n_batch,
-            n_gpu_layers=n_gpu_layers,
-            chat_format=chat_format,
-            verbose=verbose,
-        )
+        with model_params(use_extra_bufts=extra_buffers):
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=batch_threads(self.n_threads),
+                n_batch=n_batch,
+                n_gpu_layers=n_gpu_layers,
+                chat_format=chat_format,
+                verbose=verbose,
+            )
         self.context_window = n_ctx
 
     def count_tokens(self, text: str) -> int:
@@ -118,3 +150,18 @@ class LlamaCppLLM(LLM):
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is not None:
             llm.close()
+
+
+def run_server(argv: list[str] | None = None) -> None:
+    """`llama_cpp.server` with the same model params as `LlamaCppLLM` (extra buffer types off):
+    `python -m xinstruct.llm.llamacpp --model FILE.gguf --port 8000` takes the server's flags."""
+    import runpy
+    import sys
+
+    sys.argv = ["llama_cpp.server", *(sys.argv[1:] if argv is None else argv)]
+    with model_params(use_extra_bufts=False):
+        runpy.run_module("llama_cpp.server", run_name="__main__")
+
+
+if __name__ == "__main__":
+    run_server()
