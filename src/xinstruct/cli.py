@@ -13,62 +13,128 @@ from xinstruct import __version__
 
 EPILOG_CURATE = """\
 examples:
-  xinstruct curate --out runs/demo                      # sample corpus, all languages, embedded model
-  xinstruct curate --input corpus.jsonl --lang sw --out runs/sw
+  xinstruct curate --out runs/demo                      # sample corpus, all languages, embedded models
+  xinstruct curate --input corpus.jsonl --lang sw --per-lang 5000 --out runs/sw
   xinstruct curate --input corpus.jsonl --lang sw --model ~/models/Qwen2.5-7B-Instruct --backend vllm
   xinstruct curate --input corpus.jsonl --lang sw --base-url http://127.0.0.1:8000/v1 --model qwen2.5-7b
-  xinstruct curate --config recipe.yaml --set generate.num_shots=4
+  xinstruct curate --config recipe.yaml --set refine.iterations=2 --decontaminate xcopa_sw.jsonl
 
 A killed run resumes when the same command runs again: finished shards are skipped and
 finished LLM calls are answered from OUT/cache/llm.sqlite.
 """
 
+EPILOG_STAGE = """\
+examples:
+  xinstruct generate --input corpus.jsonl --lang sw --out runs/sw-gen      # prepare + generate only
+  xinstruct refine --input runs/sw-gen --out runs/sw-ref                  # label/refine its samples.jsonl
+  xinstruct diversify --input runs/sw-ref --per-lang 1000 --out runs/sw   # cluster and sample
+"""
 
-def _curate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("curate", help="build cross-lingual instruction pairs from a native-language corpus",
-                       description="Prepare a corpus (clean, language-ID, dedup, chunk) and generate the English "
-                                   "instruction each native text answers (instruction back-translation). Writes "
-                                   "OUT/samples.jsonl, OUT/rejects.jsonl and OUT/manifest.json.",
-                       epilog=EPILOG_CURATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+STAGE_HELP = {
+    "curate": ("build the final cross-lingual instruction dataset from a native-language corpus",
+               "Prepare a corpus (clean, language-ID, dedup, chunk), generate the English instruction each native "
+               "text answers, label and refine the pairs with a judge, drop pairs overlapping evaluation sets, and "
+               "sample across instruction clusters. Writes OUT/samples.jsonl, rejects.jsonl, unsampled.jsonl, "
+               "manifest.json, the report (report.md, plots/) and the dataset card (README.md).",
+               ("generate", "refine", "diversify")),
+    "generate": ("prepare a corpus and generate candidate pairs (stage 1 only)",
+                 "Prepare a corpus and write the candidate pairs (English instruction, native text) to OUT.",
+                 ("generate",)),
+    "refine": ("label and refine the pairs of a records file or run folder (stage 2 only)",
+               "Label each pair with a judge (score and reason), refine pairs in the middle band and label them "
+               "again, for up to --iterations rounds. Input: a records file or a run folder.", ("refine",)),
+    "diversify": ("embed, cluster and sample the pairs of a records file or run folder (stage 3 only)",
+                  "Embed the English instructions, cluster them with k-means and sample each language's pairs "
+                  "across clusters. Input: a records file or a run folder.", ("diversify",)),
+}
+
+
+def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    short, desc, stages = STAGE_HELP[name]
+    p = sub.add_parser(name, help=short, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=EPILOG_CURATE if name == "curate" else EPILOG_STAGE)
     p.add_argument("--config", help="YAML recipe; flags below override it")
-    p.add_argument("--input", help="JSONL/Parquet file, folder of .txt/.jsonl/.parquet files, or a `datasets` "
-                                   "folder saved with save_to_disk (default: the packaged sample corpus)")
-    p.add_argument("--lang", help="target language code(s), comma-separated, or 'all' (default: all)")
+    p.add_argument("--input", help="generate/curate: JSONL/Parquet file, folder of .txt/.jsonl/.parquet files, or a "
+                                   "`datasets` folder (default: the packaged sample corpus). refine/diversify: a "
+                                   "records file or a run folder")
     p.add_argument("--out", help="output folder (default: runs/curate)")
-    p.add_argument("--model", help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint "
-                                   "folder, or the served model name with --base-url")
-    p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--threads", type=int, help="llama.cpp decode threads (default: 1 on <= 2 cores)")
-    p.add_argument("--seeds", help="seed pairs: JSONL with instruction/response[/lang], or a folder of LANG.jsonl")
-    p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt")
-    p.add_argument("--limit", type=int, help="read only the first N documents")
     p.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
+    if "generate" in stages:
+        p.add_argument("--lang", help="target language code(s), comma-separated, or 'all' (default: all)")
+        p.add_argument("--seeds", help="seed pairs: JSONL with instruction/response[/lang], or a folder of LANG.jsonl")
+        p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt")
+        p.add_argument("--limit", type=int, help="read only the first N documents")
+    if "generate" in stages or "refine" in stages:
+        p.add_argument("--model", help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint "
+                                       "folder, or the served model name with --base-url (all LLM stages)")
+        p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
+        p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+        p.add_argument("--threads", type=int, help="llama.cpp decode threads (default: 1 on <= 2 cores)")
+    if "refine" in stages:
+        p.add_argument("--judge-model", help="the judge/rewriter model, if not --model")
+        p.add_argument("--judge-backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
+        p.add_argument("--judge-base-url", help="OpenAI-compatible server for the judge")
+        p.add_argument("--iterations", type=int, help="refinement rounds (default 3)")
+        p.add_argument("--mode", choices=["instruction", "response", "both"], help="what a refinement rewrites")
+        p.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
+                       help="drop pairs sharing an n-gram with this evaluation file or folder (repeatable)")
+    if "diversify" in stages:
+        p.add_argument("--per-lang", type=int, help="pairs to sample per language (default: all)")
+        p.add_argument("--clusters", type=int, help="k-means clusters (default: about sqrt(n/2))")
+        p.add_argument("--strategy", choices=["round_robin", "proportional"])
+        p.add_argument("--embedder", help="'embedded' (all-MiniLM-L6-v2) or a local sentence-transformers folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any setting by its dotted path, e.g. generate.temperature=0.7 (repeatable)")
+                   help="any setting by its dotted path, e.g. refine.keep_at=5 (repeatable)")
+    p.add_argument("--no-report", action="store_true", help="skip the report, plots and dataset card")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_curate)
+    p.set_defaults(func=cmd_run, stages=stages)
 
 
-def cmd_curate(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from xinstruct.config import load_recipe
-    from xinstruct.pipeline import run_curate
+    from xinstruct.pipeline import run_pipeline
 
-    flags = {"input": args.input, "lang": args.lang, "out": args.out, "limit": args.limit, "cache": args.cache,
-             "generate.model.model": args.model, "generate.model.backend": args.backend,
-             "generate.model.base_url": args.base_url, "generate.model.options.n_threads": args.threads,
-             "generate.seeds": args.seeds, "generate.num_shots": args.num_shots}
+    a = vars(args)
+    flags: dict[str, object] = {"input": a.get("input"), "lang": a.get("lang"), "out": a.get("out"),
+                                "limit": a.get("limit"), "cache": a.get("cache"), "generate.seeds": a.get("seeds"),
+                                "generate.num_shots": a.get("num_shots"), "refine.iterations": a.get("iterations"),
+                                "refine.mode": a.get("mode"), "diversify.per_lang": a.get("per_lang"),
+                                "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
+                                "diversify.embedder": a.get("embedder")}
+    for section in ("generate", "refine"):
+        flags.update({f"{section}.model.model": a.get("model"), f"{section}.model.backend": a.get("backend"),
+                      f"{section}.model.base_url": a.get("base_url"),
+                      f"{section}.model.options.n_threads": a.get("threads")})
+    flags.update({"refine.model.model": a.get("judge_model") or a.get("model"),
+                  "refine.model.backend": a.get("judge_backend") or a.get("backend"),
+                  "refine.model.base_url": a.get("judge_base_url") or a.get("base_url")})
+    if a.get("decontaminate"):
+        flags["decontaminate.eval_sets"] = a["decontaminate"]
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.set
     if args.no_progress:
         overrides.append("progress=false")
+    if args.no_report:
+        overrides.append("report=false")
     cfg = load_recipe(args.config, overrides)
-    m = run_curate(cfg)
+    m = run_pipeline(cfg, args.stages)
     c = m["counts"]
-    print(f"read {c['documents_read']} documents ({c['documents_rejected']} rejected) -> {c['chunks']} chunks -> "
-          f"{c['samples']} samples; rejects: {sum(m['rejects_by_reason'].values())}; "
-          f"LLM calls: {m['stages']['generate']['llm']['generated']} new, "
-          f"{m['stages']['generate']['llm']['cache_hits']} cached")
-    print(f"wrote {Path(cfg.out) / 'samples.jsonl'}, rejects.jsonl and manifest.json")
+    start = (f"read {c['documents_read']} documents ({c['documents_rejected']} rejected) -> {c['chunks']} chunks"
+             if "documents_read" in c else f"read {c['records_read']} records")
+    calls = [st["llm"] for st in m["stages"].values() if "llm" in st]
+    print(f"{start} -> {c['candidates']} candidate pairs -> {c['samples']} samples "
+          f"({c['unsampled']} not sampled); rejects: {sum(m['rejects_by_reason'].values())}; "
+          f"LLM calls: {sum(x['generated'] for x in calls)} new, {sum(x['cache_hits'] for x in calls)} cached")
+    out = Path(cfg.out)
+    print(f"wrote {out / 'samples.jsonl'}, rejects.jsonl, unsampled.jsonl, manifest.json"
+          + (", report.md, plots/ and README.md (dataset card)" if cfg.report else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xinstruct.report import write_report
+
+    rep = write_report(args.dir)
+    print(f"wrote {Path(args.dir) / 'report.md'}, report.json, README.md and {len(rep['plots'])} plots")
     return 0
 
 
@@ -102,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xinstruct {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _curate_parser(sub)
+    for name in STAGE_HELP:
+        _stage_parser(sub, name)
+    r = sub.add_parser("report", help="write the report, plots and dataset card of a run folder",
+                       description="Write DIR/report.md, report.json, plots/*.png and README.md (the dataset card) "
+                                   "from what a run wrote.")
+    r.add_argument("dir", help="a run folder (with manifest.json)")
+    r.set_defaults(func=cmd_report)
     e = sub.add_parser("export", help="convert records to the Alpaca or chat `messages` format",
                        description="Write records (e.g. OUT/samples.jsonl) as Alpaca (instruction/input/output) "
                                    "or chat `messages` rows that `datasets` and trl load directly; .jsonl or "

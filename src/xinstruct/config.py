@@ -15,8 +15,11 @@ from typing import Any
 
 import yaml
 
+from xinstruct.curate.decontaminate import DecontaminateConfig
+from xinstruct.curate.diversify import DiversifyConfig
 from xinstruct.curate.generate import GenerateConfig
 from xinstruct.curate.prepare import PrepareConfig
+from xinstruct.curate.refine import RefineConfig
 
 
 @dataclass
@@ -26,13 +29,17 @@ class CurateConfig:
     out: str = "runs/curate"
     cache: str | None = None  # request-cache file; None = OUT/cache/llm.sqlite
     limit: int | None = None  # read only the first N documents
-    shard_size: int = 32  # records per resumable generation shard
+    shard_size: int = 32  # records per resumable shard (generation, refinement)
     text_field: str = "text"
     id_field: str = "id"
     lang_field: str = "lang"
     progress: bool = True
+    report: bool = True  # write the report, plots and dataset card after the run
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    diversify: DiversifyConfig = field(default_factory=DiversifyConfig)
 
     def target_langs(self) -> set[str] | None:
         if self.lang.strip().lower() in ("all", "*", ""):

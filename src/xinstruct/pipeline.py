@@ -1,18 +1,23 @@
-"""The curate job: prepare -> generate, resumable at every point.
+"""The curate job: prepare -> generate -> label/refine -> (decontaminate) -> diversify -> report,
+resumable at every point. Each stage also runs alone on a file of records.
 
 Layout of a run folder:
 
-    OUT/samples.jsonl      the records (cross-lingual pairs with provenance)
-    OUT/rejects.jsonl      every dropped document or chunk, with stage and reason
+    OUT/samples.jsonl      the final records (cross-lingual pairs with provenance, scores, history, cluster)
+    OUT/rejects.jsonl      every dropped document, chunk or pair, with stage and reason
+    OUT/unsampled.jsonl    good pairs that diversification did not sample (kept, not lost)
     OUT/manifest.json      versions, config, counts per stage, LLM call statistics
+    OUT/README.md          the dataset card; OUT/report.md, report.json and plots/*.png: the report
     OUT/cache/llm.sqlite   the request cache: a finished LLM call is never made twice
     OUT/work/prepare-KEY/  prepared chunks, written once (KEY hashes input + settings)
-    OUT/work/generate-KEY/ one file per finished shard of generated records
+    OUT/work/generate-KEY/ one file per finished shard of generated pairs (and their rejects)
+    OUT/work/refine-KEY/   one file per finished shard of labeled/refined pairs
+    OUT/work/diversify-KEY/ the instruction embeddings
 
-A stage's folder is keyed by a hash of everything its output depends on, so changing a
-setting redoes only the stages it affects. Every file is written atomically, so a run
-killed at any point and started again skips finished shards, answers the unfinished
-shard's finished calls from the cache, and ends with the same output.
+A stage's folder is keyed by a hash of everything its output depends on (its input stage's
+key included), so changing a setting redoes only the stages it affects. Every file is
+written atomically, so a run killed at any point and started again skips finished shards,
+answers the unfinished shard's finished calls from the cache, and ends with the same output.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from importlib import metadata, resources
@@ -34,9 +39,11 @@ from tqdm.auto import tqdm
 
 from xinstruct import __version__
 from xinstruct.config import CurateConfig, to_dict
+from xinstruct.curate.decontaminate import Decontaminator
 from xinstruct.curate.generate import InstructionGenerator
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
+from xinstruct.curate.refine import Refiner
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records
 from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
 from xinstruct.records import Record, Reject, stable_hash
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 
 PREPARE_FORMAT = "1"  # bump when prepare's output for the same input and settings changes
 GENERATE_FORMAT = "1"
+REFINE_FORMAT = "1"
+DIVERSIFY_FORMAT = "1"
 
 
 def sample_corpus() -> Path:
@@ -139,18 +148,21 @@ def _shards(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
         yield shard
 
 
-def run_generate(cfg: CurateConfig, prep: Path, n_records: int, work: Path, gen: InstructionGenerator,
-                 ) -> tuple[Path, StageStats]:
-    g = cfg.generate
-    key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(g), gen.template.id, gen.seeds_fingerprint(),
-                      cfg.shard_size)
-    folder = work / f"generate-{key}"
+StepFn = Callable[[Sequence[Record]], tuple[list[Record], list[Reject]]]
+
+
+def run_sharded(name: str, key: str, records: Iterable[Record], n_records: int, step: StepFn, batch_size: int,
+                cfg: CurateConfig, work: Path) -> tuple[Path, StageStats]:
+    """Apply `step` to `records` in shards of `cfg.shard_size`, each written atomically once finished.
+
+    A shard file that exists is never redone, so a killed run resumes at the first unfinished shard.
+    """
+    folder = work / f"{name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    stats = StageStats()
     n_shards = resumed = 0
-    with tqdm(total=n_records, desc="generate", unit="rec", disable=not cfg.progress) as bar:
-        for i, shard in enumerate(_shards(read_records(prep / "records.jsonl"), cfg.shard_size)):
+    with tqdm(total=n_records, desc=name, unit="rec", disable=not cfg.progress) as bar:
+        for i, shard in enumerate(_shards(records, cfg.shard_size)):
             n_shards += 1
             path = folder / f"shard-{i:05d}.jsonl"
             if path.is_file():
@@ -158,108 +170,273 @@ def run_generate(cfg: CurateConfig, prep: Path, n_records: int, work: Path, gen:
                 bar.update(len(shard))
                 continue
             lines: list[str] = []
-            for b in range(0, len(shard), g.batch_size):
-                kept, rejects = gen(shard[b : b + g.batch_size])
+            for b in range(0, len(shard), batch_size):
+                kept, rejects = step(shard[b : b + batch_size])
                 lines += [dumps({"record": r.to_dict()}) for r in kept]
                 lines += [dumps({"reject": r.to_dict()}) for r in rejects]
-                bar.update(len(shard[b : b + g.batch_size]))
+                bar.update(len(shard[b : b + batch_size]))
             with atomic_write(path) as f:
                 f.write("".join(line + "\n" for line in lines))
-    stats.seconds = time.perf_counter() - t0
-    stats.resumed = resumed > 0
-    stats.extra = {"shards": n_shards, "shards_resumed": resumed}
+    stats = StageStats(seconds=time.perf_counter() - t0, resumed=resumed > 0,
+                       extra={"shards": n_shards, "shards_resumed": resumed})
     return folder, stats
 
 
-def _generated(folder: Path) -> Iterator[Record | Reject]:
+def _sharded_output(folder: Path) -> Iterator[Record | Reject]:
     """Shard contents in order: records in input order, with each shard's rejects after them."""
     for path in sorted(folder.glob("shard-*.jsonl")):
         for row in read_jsonl(path):
             yield Record.from_dict(row["record"]) if "record" in row else Reject(**row["reject"])
 
 
-def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
-    """Run (or resume) the curate job described by `cfg`; returns the manifest."""
+def _split(items: Iterable[Record | Reject]) -> tuple[list[Record], list[Reject]]:
+    recs: list[Record] = []
+    rejs: list[Reject] = []
+    for item in items:
+        (recs if isinstance(item, Record) else rejs).append(item)  # type: ignore[arg-type]
+    return recs, rejs
+
+
+def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
+    """Records from a file or a run folder (its samples.jsonl) for a stage run alone; pairs without an
+    instruction are rejects. Returns records, rejects and a key for the input."""
+    src = path / "samples.jsonl" if path.is_dir() else path
+    if not src.is_file():
+        raise FileNotFoundError(f"no records at {path} (a .jsonl/.parquet records file, or a run folder "
+                                f"with samples.jsonl)")
+    recs: list[Record] = []
+    rejects: list[Reject] = []
+    for i, rec in enumerate(read_records(src), 1):
+        if not (rec.instruction or "").strip() or not (rec.response or rec.text or "").strip():
+            rejects.append(Reject.of(rec, "input", "not_a_pair", f"record {rec.id} ({src}:{i}) has no instruction "
+                                     f"or no response"))
+        else:
+            recs.append(rec)
+    return recs, rejects, stable_hash(input_fingerprint(src))
+
+
+STAGES = ("generate", "refine", "diversify")
+
+
+def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None) -> dict[str, Any]:
+    """Run (or resume) `stages` of the curate job described by `cfg`; returns the manifest.
+
+    With "generate", the input is a corpus (prepared first); otherwise it is a records file or a
+    run folder, and the stages run on its pairs.
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     out = Path(cfg.out)
     work = out / "work"
-    src = Path(cfg.input) if cfg.input else sample_corpus()
-    if not src.exists():
-        raise FileNotFoundError(f"input not found: {src}")
     t_start = time.perf_counter()
-
-    prep, prep_counts, prep_stats = run_prepare(cfg, src, work)
-
     cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    lazy = _LazyCached(cfg.generate.model, llm, cache)  # the model loads only if a shard still needs it
-    gen = InstructionGenerator(cfg.generate, llm=lazy)
+    pool = _ModelPool(cache, llm)
+    counts: dict[str, Any] = {}
+    stage_info: dict[str, Any] = {}
+    rejects: list[Reject] = []
+    unsampled: list[Record] = []
+    prompts: dict[str, Any] = {}
     try:
-        gen_dir, gen_stats = run_generate(cfg, prep, prep_counts["records"], work, gen)
+        if "generate" in stages:
+            src = Path(cfg.input) if cfg.input else sample_corpus()
+            if not src.exists():
+                raise FileNotFoundError(f"input not found: {src}")
+            input_info = {"path": str(src), "sample_corpus": cfg.input is None, "kind": "corpus"}
+            prep, prep_counts, prep_stats = run_prepare(cfg, src, work)
+            counts.update({k: prep_counts[k] for k in ("documents_read", "documents_rejected", "documents_chunked",
+                                                       "chunks")})
+            stage_info["prepare"] = {"seconds": round(prep_stats.seconds, 2), "resumed": prep_stats.resumed,
+                                     "folder": str(prep.relative_to(out)), "rejected": prep_counts["chunks_rejected"]
+                                     + prep_counts["documents_rejected"]}
+            rejects += [Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")]
+            gen_llm = pool.stage_llm(cfg.generate.model)
+            gen = InstructionGenerator(cfg.generate, llm=gen_llm)
+            key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(cfg.generate), gen.template.id,
+                              gen.seeds_fingerprint(), cfg.shard_size)
+            folder, st = run_sharded("generate", key, read_records(prep / "records.jsonl"), prep_counts["records"],
+                                     gen, cfg.generate.batch_size, cfg, work)
+            records, rej = _split(_sharded_output(folder))
+            rejects += rej
+            upstream = folder.name
+            prompts["generate"] = gen.template.id
+            stage_info["generate"] = _stage(st, folder, out, len(rej), gen_llm)
+        else:
+            src = Path(cfg.input or "")
+            if not cfg.input:
+                raise ValueError(f"running {'+'.join(stages)} alone needs --input: a records file or a run folder")
+            records, rej, upstream = read_input_records(src)
+            rejects += rej
+            input_info = {"path": str(src), "kind": "records"}
+            counts["records_read"] = len(records) + len(rej)
+        counts["candidates"] = len(records)
+
+        if "refine" in stages:
+            ref_llm = pool.stage_llm(cfg.refine.model)
+            refiner = Refiner(cfg.refine, ref_llm)
+            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, cfg.shard_size)
+            folder, st = run_sharded("refine", key, records, len(records), refiner, cfg.refine.batch_size, cfg, work)
+            records, rej = _split(_sharded_output(folder))
+            rejects += rej
+            upstream = folder.name
+            prompts["refine"] = refiner.templates
+            stage_info["refine"] = _stage(st, folder, out, len(rej), ref_llm)
+            counts["refined_kept"] = len(records)
+
+        if cfg.decontaminate.eval_sets:
+            t0 = time.perf_counter()
+            deco = Decontaminator(cfg.decontaminate)
+            records, rej = _split(deco(records))
+            rejects += rej
+            upstream = stable_hash(upstream, deco.fingerprint())
+            stage_info["decontaminate"] = {"seconds": round(time.perf_counter() - t0, 2), "rejected": len(rej),
+                                           "eval_sets": list(cfg.decontaminate.eval_sets)}
+
+        if "diversify" in stages:
+            t0 = time.perf_counter()
+            records, unsampled, info = run_diversify(cfg, records, upstream, work)
+            info["seconds"] = round(time.perf_counter() - t0, 2)
+            info["folder"] = str(Path(info["folder"]).relative_to(out))
+            stage_info["diversify"] = info
     finally:
-        gen.close()
+        pool.close()
         cache.close()
 
-    samples: list[Record] = []
-    rejects = [Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")]
-    for item in _generated(gen_dir):
-        (samples if isinstance(item, Record) else rejects).append(item)
     with atomic_write(out / "samples.jsonl") as f:
-        f.writelines(dumps(r.to_dict()) + "\n" for r in samples)
+        f.writelines(dumps(r.to_dict()) + "\n" for r in records)
     with atomic_write(out / "rejects.jsonl") as f:
         f.writelines(dumps(r.to_dict()) + "\n" for r in rejects)
+    with atomic_write(out / "unsampled.jsonl") as f:
+        f.writelines(dumps(r.to_dict()) + "\n" for r in unsampled)
 
-    by_reason = Counter(f"{r.stage}/{r.reason}" for r in rejects)
-    gen_rejects = sum(1 for r in rejects if r.stage == "generate")
+    by_stage = Counter(r.stage for r in rejects if r.unit == "chunk")
+    counts.update({
+        "rejected": dict(sorted(by_stage.items())),
+        "unsampled": len(unsampled),
+        "samples": len(records),
+        "samples_by_lang": dict(sorted(Counter(r.lang for r in records).items())),
+    })
     manifest = {
         "xinstruct": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
-        "input": {"path": str(src), "sample_corpus": cfg.input is None},
+        "stages_run": list(stages),
+        "input": input_info,
         "config": to_dict(cfg),
         "versions": versions(),
-        "model": lazy.identity(),
-        "prompt": gen.template.id,
-        "counts": {
-            **{k: prep_counts[k] for k in ("documents_read", "documents_rejected", "documents_chunked", "chunks")},
-            "chunks_rejected": {"prepare": prep_counts["chunks_rejected"], "generate": gen_rejects},
-            "samples": len(samples),
-            "samples_by_lang": dict(sorted(Counter(r.lang for r in samples).items())),
-        },
-        "rejects_by_reason": dict(sorted(by_reason.items())),
-        "stages": {
-            "prepare": {"seconds": round(prep_stats.seconds, 2), "resumed": prep_stats.resumed,
-                        "folder": str(prep.relative_to(out))},
-            "generate": {"seconds": round(gen_stats.seconds, 2), "resumed": gen_stats.resumed,
-                         "folder": str(gen_dir.relative_to(out)), **gen_stats.extra, "llm": lazy.stats()},
-        },
+        "models": pool.identities(),
+        "prompts": prompts,
+        "counts": counts,
+        "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),
+        "stages": stage_info,
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     with atomic_write(out / "manifest.json") as f:
         f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    if cfg.report:
+        from xinstruct.report import write_report
+
+        write_report(out)
     return manifest
 
 
-class _LazyCached(LLM):
-    """The generator's LLM: the cache in front, the model loaded on the first cache miss."""
+def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
+    """The whole job: prepare -> generate -> label/refine -> (decontaminate) -> diversify."""
+    return run_pipeline(cfg, STAGES, llm)
 
-    def __init__(self, model: ModelConfig, llm: LLM | None, cache: RequestCache):
-        self._inner = llm
-        self._cfg = model
-        self._cache = cache
-        self._cached: CachedLLM | None = None
-        self.requests = self.prompt_tokens = self.completion_tokens = 0
 
-    def _get(self) -> CachedLLM:
-        if self._cached is None:
+def _stage(st: StageStats, folder: Path, out: Path, rejected: int, llm: _StageLLM) -> dict[str, Any]:
+    return {"seconds": round(st.seconds, 2), "resumed": st.resumed, "folder": str(folder.relative_to(out)),
+            "rejected": rejected, **st.extra, "llm": llm.stats()}
+
+
+def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work: Path,
+                  ) -> tuple[list[Record], list[Record], dict[str, Any]]:
+    """Embed (cached in the stage folder), cluster and sample; returns sampled, not sampled and stats."""
+    import numpy as np
+
+    from xinstruct.curate.cluster import kmeans
+    from xinstruct.curate.diversify import Embedder, assign, default_clusters, sample, summary
+
+    d = cfg.diversify
+    d.validate()
+    key = stable_hash(DIVERSIFY_FORMAT, upstream, d.embedder)
+    folder = work / f"diversify-{key}"
+    emb_path = folder / "embeddings.npy"
+    ids = [r.id for r in records]
+    info: dict[str, Any] = {"folder": str(folder), "embedder": d.embedder}
+    if not records:
+        return [], [], {**info, "clusters": 0}
+    if emb_path.is_file() and json.loads((folder / "ids.json").read_text()) == ids:
+        vecs = np.load(emb_path)
+        info["embeddings_resumed"] = True
+    else:
+        embed = Embedder(d.embedder, d.device, d.batch_size)
+        vecs = embed([r.instruction or "" for r in records], progress=cfg.progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(folder / "ids.json") as f:
+            f.write(json.dumps(ids))
+        with atomic_write(emb_path, "wb") as f:
+            np.save(f, vecs)
+    k = d.n_clusters or default_clusters(len(records))
+    km = kmeans(vecs, k, engine=d.engine, seed=d.seed, niter=d.niter, n_init=d.n_init)
+    assign(records, km.labels, km.distances, km.engine, int(km.centroids.shape[0]))
+    kept, dropped = sample(records, km.labels, km.distances, d)
+    info.update(k=int(km.centroids.shape[0]), engine=km.engine, cluster_seconds=round(km.seconds, 3),
+                **summary(records, km.labels), sampled=len(kept), unsampled=len(dropped))
+    return [records[i] for i in kept], [records[i] for i in dropped], info
+
+
+class _ModelPool:
+    """Loads each distinct model once (on its first cache miss) and shares it between stages."""
+
+    def __init__(self, cache: RequestCache, llm: LLM | None = None):
+        self.cache, self.llm = cache, llm
+        self._loaded: dict[str, CachedLLM] = {}
+        self._configs: dict[str, ModelConfig] = {}
+
+    def get(self, cfg: ModelConfig) -> CachedLLM:
+        key = stable_hash(to_dict(cfg))
+        if key not in self._loaded:
             from xinstruct.llm import load_llm
 
-            self._cached = CachedLLM(self._inner or load_llm(self._cfg), self._cache)
-            self.backend, self.model_id = self._cached.backend, self._cached.model_id
-        return self._cached
+            self._loaded[key] = CachedLLM(self.llm or load_llm(cfg), self.cache)
+            self._configs[key] = cfg
+        return self._loaded[key]
+
+    def stage_llm(self, cfg: ModelConfig) -> _StageLLM:
+        return _StageLLM(self, cfg)
+
+    def identities(self) -> list[dict[str, Any]]:
+        return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
+                for k, m in self._loaded.items()]
+
+    def close(self) -> None:
+        for m in self._loaded.values():
+            m.close()
+        self._loaded.clear()
+
+
+class _StageLLM(LLM):
+    """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
+
+    def __init__(self, pool: _ModelPool, cfg: ModelConfig):
+        self._pool, self._cfg = pool, cfg
+        self._m: CachedLLM | None = None
+        self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = 0
+
+    def _get(self) -> CachedLLM:
+        if self._m is None:
+            self._m = self._pool.get(self._cfg)
+            self.backend, self.model_id = self._m.backend, self._m.model_id
+            self.supports_json_schema = self._m.supports_json_schema
+        return self._m
 
     def generate(self, requests):  # type: ignore[no-untyped-def]
-        gens = self._get().generate(requests)
+        gens = self._get().generate(requests) if requests else []
         self.requests += len(requests)
         for g in gens:
+            self.cache_hits += g.cached
             self.prompt_tokens += g.prompt_tokens
             self.completion_tokens += g.completion_tokens
         return gens
@@ -271,16 +448,7 @@ class _LazyCached(LLM):
     def context_window(self) -> int | None:  # type: ignore[override]
         return self._get().context_window
 
-    def identity(self) -> dict[str, Any]:
-        if self._cached is None:
-            return {"backend": "not loaded (every shard was already done)", "config": to_dict(self._cfg)}
-        return {"backend": self.backend, "model_id": self.model_id, "config": to_dict(self._cfg)}
-
     def stats(self) -> dict[str, Any]:
-        c = self._cached
-        return {"requests": self.requests, "cache_hits": c.hits if c else 0, "generated": c.misses if c else 0,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
-
-    def close(self) -> None:
-        if self._cached is not None:
-            self._cached.close()
+        return {"loaded": self._m is not None, "requests": self.requests, "cache_hits": self.cache_hits,
+                "generated": self.requests - self.cache_hits, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}

@@ -6,9 +6,11 @@ A parser returns the value or a `ParseError` whose `reason` is a short code and 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -70,4 +72,77 @@ def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str |
     return inst
 
 
-PARSERS: dict[str, Callable[..., object]] = {"instruction_v1": parse_instruction}
+@dataclass
+class Label:
+    """A judge's verdict on one pair."""
+
+    score: int
+    reason: str
+
+
+def _first_json_object(text: str) -> tuple[Any, str]:
+    """The JSON object the answer starts with (after an optional ```json fence), and what follows it."""
+    t = text.strip()
+    t = re.sub(r"^```(?:json)?\s*", "", t, flags=re.IGNORECASE)
+    if not t.startswith("{"):
+        raise ValueError("the answer does not start with a JSON object")
+    obj, end = json.JSONDecoder().raw_decode(t)
+    return obj, t[end:]
+
+
+def parse_label(answer: str, *, min_score: int = 1, max_score: int = 5, **_: Any) -> Label | ParseError:
+    """The judge's score and reason, read only from the JSON object the answer starts with.
+
+    The score is taken from that object's "score" field and nowhere else: a number elsewhere in the
+    answer, or an instruction to the judge inside the rated text, never becomes the score.
+    """
+    try:
+        obj, _rest = _first_json_object(answer)
+    except ValueError as e:
+        return ParseError("judge_unparseable", f"no JSON verdict ({e}): {answer[:160]!r}")
+    if not isinstance(obj, dict):
+        return ParseError("judge_unparseable", f"the verdict is not a JSON object: {answer[:160]!r}")
+    score = obj.get("score")
+    if isinstance(score, str) and score.strip().isdigit():
+        score = int(score.strip())
+    if isinstance(score, float) and score.is_integer():
+        score = int(score)
+    if isinstance(score, bool) or not isinstance(score, int):
+        return ParseError("judge_unparseable", f"the verdict has no integer score: {answer[:160]!r}")
+    if not min_score <= score <= max_score:
+        return ParseError("judge_unparseable", f"score {score} is outside {min_score}-{max_score}: {answer[:160]!r}")
+    reason = obj.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        return ParseError("judge_unparseable", f"the verdict has no reason: {answer[:160]!r}")
+    return Label(score=score, reason=" ".join(reason.split()))
+
+
+_RESPONSE_LABEL = re.compile(r"^\s*(?:(?:here is |here's )?(?:the )?(?:new |rewritten |revised )?response\s*:\s*)",
+                             re.IGNORECASE)
+
+
+def parse_response(answer: str, *, lang: str, original: str, finish_reason: str | None = None,
+                   min_chars: int = 20, **_: Any) -> str | ParseError:
+    """A rewritten native-language response, or why the answer is not one (checked by language-ID)."""
+    from xinstruct.curate.langid import default_identifier
+
+    if finish_reason == "length":
+        return ParseError("truncated", f"the rewrite hit the token limit: ...{answer[-120:]!r}")
+    text = re.sub(r"```[a-z]*", "", answer).strip()
+    text = _RESPONSE_LABEL.sub("", text, count=1)
+    text = re.sub(r"</?response>", "", text).strip().strip(_QUOTES).strip()
+    if len(text) < min_chars:
+        return ParseError("empty_response", f"the rewrite has {len(text)} characters (< {min_chars}): {text!r}")
+    if " ".join(text.split()) == " ".join(original.split()):
+        return ParseError("unchanged", "the rewrite is the same as the response")
+    ident = default_identifier()
+    if ident.supports(lang):
+        ok, detected, p = ident.is_language(text, lang)
+        if not ok:
+            return ParseError("wrong_language", f"the rewrite is not in {lang} (detected {detected}, "
+                                                f"p({lang})={p:.2f}): {text[:120]!r}")
+    return text
+
+
+PARSERS: dict[str, Callable[..., object]] = {"instruction_v1": parse_instruction, "judge_v1": parse_label,
+                                             "response_v1": parse_response}

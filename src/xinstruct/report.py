@@ -1,0 +1,291 @@
+"""The report of a curate run: statistics, plots and a Hugging Face style dataset card.
+
+    write_report("runs/demo")   # or: xinstruct report runs/demo
+
+Reads what the run wrote (samples, rejects, unsampled pairs, manifest, the diversify stage's
+embeddings) and writes OUT/report.md, OUT/report.json, OUT/plots/*.png and OUT/README.md
+(the dataset card). It only reads the run's files, so it can be rerun at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from xinstruct.io import atomic_write, read_jsonl
+from xinstruct.languages import language_name
+from xinstruct.records import Record
+
+
+def _mean_sd(xs: list[int]) -> tuple[float, float]:
+    if not xs:
+        return 0.0, 0.0
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _load(out: Path) -> tuple[dict[str, Any], list[Record], list[dict[str, Any]], list[Record]]:
+    if not (out / "manifest.json").is_file():
+        raise FileNotFoundError(f"{out} is not a run folder (no manifest.json)")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    samples = [Record.from_dict(r) for r in read_jsonl(out / "samples.jsonl")]
+    rejects = list(read_jsonl(out / "rejects.jsonl")) if (out / "rejects.jsonl").is_file() else []
+    unsampled = ([Record.from_dict(r) for r in read_jsonl(out / "unsampled.jsonl")]
+                 if (out / "unsampled.jsonl").is_file() else [])
+    return manifest, samples, rejects, unsampled
+
+
+def language_table(samples: list[Record]) -> list[dict[str, Any]]:
+    """The paper's statistics per language: instruction and output length (characters), sample count."""
+    by_lang: dict[str, list[Record]] = defaultdict(list)
+    for r in samples:
+        by_lang[r.lang].append(r)
+    rows = []
+    for lang in sorted(by_lang):
+        recs = by_lang[lang]
+        im, isd = _mean_sd([len(r.instruction or "") for r in recs])
+        om, osd = _mean_sd([len(r.response or r.text) for r in recs])
+        rows.append({"lang": lang, "language": language_name(lang), "samples": len(recs),
+                     "instruction_chars_mean": round(im, 1), "instruction_chars_sd": round(isd, 1),
+                     "output_chars_mean": round(om, 1), "output_chars_sd": round(osd, 1)})
+    return rows
+
+
+def score_distribution(labeled: list[Record]) -> dict[str, dict[int, int]]:
+    """Scores of every labeled pair at its first label (before refinement) and at its last (after)."""
+    before = Counter(int(r.scores[0]["score"]) for r in labeled if r.scores)
+    after = Counter(int(r.scores[-1]["score"]) for r in labeled if r.scores)
+    return {"before": dict(sorted(before.items())), "after": dict(sorted(after.items()))}
+
+
+def kept_by_round(samples: list[Record], unsampled: list[Record]) -> dict[int, int]:
+    """How many kept pairs passed the judge at each round (0 = first label, no refinement)."""
+    return dict(sorted(Counter(int(r.scores[-1]["iteration"]) for r in samples + unsampled if r.scores).items()))
+
+
+def _plots(out: Path, samples: list[Record], scores: dict[str, dict[int, int]], manifest: dict[str, Any],
+           ) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / "plots"
+    folder.mkdir(exist_ok=True)
+    written = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in ((axes[0], "instruction", "English instruction"), (axes[1], "response", "native output")):
+        vals = [len((r.instruction if key == "instruction" else (r.response or r.text)) or "") for r in samples]
+        ax.hist(vals, bins=min(30, max(5, len(vals) // 2 or 1)), color="#4c72b0")
+        ax.set_title(f"{title} length")
+        ax.set_xlabel("characters")
+        ax.set_ylabel("pairs")
+    fig.tight_layout()
+    fig.savefig(folder / "lengths.png", dpi=110)
+    plt.close(fig)
+    written.append("plots/lengths.png")
+
+    if scores["before"] or scores["after"]:
+        cfg = manifest.get("config", {}).get("refine", {})
+        lo, hi = int(cfg.get("min_score", 1)), int(cfg.get("max_score", 5))
+        xs = list(range(lo, hi + 1))
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        w = 0.4
+        ax.bar([x - w / 2 for x in xs], [scores["before"].get(x, 0) for x in xs], w, label="first label")
+        ax.bar([x + w / 2 for x in xs], [scores["after"].get(x, 0) for x in xs], w, label="after refinement")
+        ax.set_xticks(xs)
+        ax.set_xlabel("judge score")
+        ax.set_ylabel("pairs")
+        ax.set_title("Judge scores before and after refinement")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "scores.png", dpi=110)
+        plt.close(fig)
+        written.append("plots/scores.png")
+
+    emb = _embeddings(out, manifest)
+    if emb is not None:
+        import numpy as np
+
+        from xinstruct.curate.cluster import project_2d
+
+        ids, vecs = emb
+        cluster = {}
+        chosen = {r.id for r in samples}
+        for r in samples + [Record.from_dict(x) for x in read_jsonl(out / "unsampled.jsonl")]:
+            if r.cluster is not None:
+                cluster[r.id] = r.cluster["id"]
+        keep = [i for i, rid in enumerate(ids) if rid in cluster]
+        if len(keep) >= 2:
+            xy = project_2d(vecs[keep])
+            c = np.array([cluster[ids[i]] for i in keep])
+            sampled = np.array([ids[i] in chosen for i in keep])
+            fig, ax = plt.subplots(figsize=(6.4, 5))
+            ax.scatter(xy[sampled, 0], xy[sampled, 1], c=c[sampled], cmap="tab20", s=28, label="sampled")
+            if (~sampled).any():
+                ax.scatter(xy[~sampled, 0], xy[~sampled, 1], c=c[~sampled], cmap="tab20", s=28, marker="x",
+                           label="not sampled")
+            ax.set_title(f"Instruction clusters (k={len(set(c.tolist()))}), PCA of embeddings")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.legend(loc="best", fontsize=8)
+            fig.tight_layout()
+            fig.savefig(folder / "clusters.png", dpi=110)
+            plt.close(fig)
+            written.append("plots/clusters.png")
+    return written
+
+
+def _embeddings(out: Path, manifest: dict[str, Any]) -> tuple[list[str], Any] | None:
+    folder = manifest.get("stages", {}).get("diversify", {}).get("folder")
+    if not folder or not (out / folder / "embeddings.npy").is_file():
+        return None
+    import numpy as np
+
+    return json.loads((out / folder / "ids.json").read_text()), np.load(out / folder / "embeddings.npy")
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_report(out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    manifest, samples, rejects, unsampled = _load(out)
+    labeled = samples + unsampled + [Record.from_dict(r["record"]) for r in rejects
+                                     if r.get("record") and r["record"].get("scores")]
+    overlaps = [{"id": r["id"], "source": r.get("source"), "detail": r["detail"],
+                 "overlaps": (r.get("record") or {}).get("meta", {}).get("overlaps", [])}
+                for r in rejects if r["stage"] == "decontaminate"]
+    return {"counts": manifest.get("counts", {}), "rejects_by_reason": manifest.get("rejects_by_reason", {}),
+            "languages": language_table(samples), "scores": score_distribution(labeled),
+            "kept_by_round": kept_by_round(samples, unsampled), "decontamination": overlaps,
+            "stages": {k: {kk: v[kk] for kk in ("seconds", "resumed", "rejected", "k", "engine", "sampled",
+                                                  "unsampled", "llm") if kk in v}
+                       for k, v in manifest.get("stages", {}).items()}}
+
+
+def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) -> str:
+    c = rep["counts"]
+    parts = ["# Curation report", "", f"Run of {manifest.get('created', '?')}, stages: "
+             f"{', '.join(manifest.get('stages_run', []))}; {manifest.get('seconds', '?')} s.", "",
+             "## Samples per language", "", _lang_table(rep["languages"]), "", "## Counts at every stage", ""]
+    funnel = [(k, c[k]) for k in ("documents_read", "documents_rejected", "documents_chunked", "chunks",
+                                  "records_read", "candidates", "refined_kept", "unsampled", "samples") if k in c]
+    parts.append(_md_table(["count", "value"], [[k, v] for k, v in funnel]))
+    if rep["rejects_by_reason"]:
+        parts += ["", "Rejects by stage and reason:", "",
+                  _md_table(["stage/reason", "rejects"], [[k, v] for k, v in rep["rejects_by_reason"].items()])]
+    sc = rep["scores"]
+    if sc["before"] or sc["after"]:
+        xs = sorted(set(sc["before"]) | set(sc["after"]))
+        parts += ["", "## Judge scores", "", "Every labeled pair's score at its first label and at its last "
+                  "(after refinement):", "",
+                  _md_table(["score", *map(str, xs)], [["first label", *(sc["before"].get(x, 0) for x in xs)],
+                                                       ["after refinement", *(sc["after"].get(x, 0) for x in xs)]]),
+                  "", "Kept pairs by the round that accepted them (0 = first label): "
+                  + ", ".join(f"round {k}: {v}" for k, v in rep["kept_by_round"].items())]
+    if rep["decontamination"]:
+        parts += ["", "## Decontamination", "", f"{len(rep['decontamination'])} pairs overlapped an evaluation set "
+                  "and were dropped:", ""]
+        rows = []
+        for d in rep["decontamination"]:
+            for o in d["overlaps"][:3]:
+                rows.append([d["id"], f"{o.get('eval_file')}:{o.get('eval_line')}", repr(o.get("ngram", ""))[:80]])
+        parts.append(_md_table(["pair", "eval item", "shared n-gram"], rows))
+    elif "decontaminate" in manifest.get("stages", {}):
+        parts += ["", "## Decontamination", "", "No pair overlapped the evaluation sets."]
+    if plots:
+        parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    st = rep["stages"]
+    if st:
+        parts += ["", "## Stages", "", _md_table(["stage", "seconds", "resumed", "LLM calls (new / cached)"],
+                  [[k, v.get("seconds", ""), v.get("resumed", ""),
+                    f"{v['llm']['generated']} / {v['llm']['cache_hits']}" if "llm" in v else ""]
+                   for k, v in st.items()])]
+    return "\n".join(parts) + "\n"
+
+
+def _lang_table(rows: list[dict[str, Any]]) -> str:
+    return _md_table(["language", "code", "instruction length (chars)", "output length (chars)", "samples"],
+                     [[r["language"], r["lang"], f"{r['instruction_chars_mean']:.1f} ± {r['instruction_chars_sd']:.1f}",
+                       f"{r['output_chars_mean']:.1f} ± {r['output_chars_sd']:.1f}", r["samples"]] for r in rows]
+                     + [["**all**", "", "", "", sum(r["samples"] for r in rows)]])
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
+    langs = [r["lang"] for r in rep["languages"]]
+    models = manifest.get("models", [])
+    cfg = manifest.get("config", {})
+    n = sum(r["samples"] for r in rep["languages"])
+    header = ["---", "language:", *[f"- {x}" for x in sorted({"en", *langs})], "multilinguality: multilingual",
+              "task_categories:", "- text-generation", "tags:", "- instruction-tuning", "- cross-lingual",
+              "- x-instruction", f"size_categories:\n- {_size_category(n)}", "configs:", "- config_name: default",
+              "  data_files:", "  - split: train", "    path: samples.jsonl", "---"]
+    model_lines = [f"- `{m.get('model_id')}` ({m.get('backend')})" for m in models] or ["- (no model was called)"]
+    r = cfg.get("refine", {})
+    d = cfg.get("diversify", {})
+    body = [
+        "# Cross-lingual instruction data", "",
+        f"{n} instruction pairs with the **instruction in English** and the **response in "
+        f"{', '.join(language_name(x) for x in langs) or 'the target languages'}**, built with "
+        "xinstruct following X-Instruction (ACL 2024): the responses are native text "
+        "from a corpus, the instructions were written for them by a model (instruction back-translation), "
+        "labeled by a judge model and refined where weak, then sampled across clusters of instructions.", "",
+        "## Languages and sizes", "", _lang_table(rep["languages"]), "",
+        "## How it was built", "",
+        f"- Input: `{manifest.get('input', {}).get('path')}`",
+        f"- Stages: {', '.join(manifest.get('stages_run', []))}",
+        f"- Judge scale {r.get('min_score')}-{r.get('max_score')}: kept >= {r.get('keep_at')}, dropped <= "
+        f"{r.get('drop_at')}, refined in between (mode `{r.get('mode')}`) for up to {r.get('iterations')} rounds",
+        f"- Diversification: `{d.get('embedder')}` embeddings, k-means, {d.get('strategy')} sampling, "
+        f"{d.get('per_lang') or 'all'} per language",
+        "- Models:", *model_lines,
+        f"- Prompts: {json.dumps(manifest.get('prompts', {}))}", "",
+        "Every record keeps its provenance: source file and line, the model and prompt version that wrote each "
+        "field, every judge score with its reason, every refinement, and its cluster. See `manifest.json` for "
+        "the full configuration and `report.md` for the statistics.", "",
+        "## Use", "", "```python", "from datasets import load_dataset", "",
+        'ds = load_dataset("json", data_files="samples.jsonl", split="train")',
+        "```", "", "`xinstruct export samples.jsonl --format messages --out train.jsonl` gives chat `messages`.", "",
+        "## Limitations", "",
+        "The instructions and scores are model output: their quality is bounded by the models listed above. A "
+        "small model (such as the embedded SmolLM2-135M default) writes weak instructions and noisy scores; use "
+        "a strong model for data you will train on. The native texts carry the biases and errors of their "
+        "source corpus.", "",
+        "## Citation", "", "```bibtex", "@inproceedings{li-etal-2024-x-instruction,",
+        "  title = {X-Instruction: Aligning Language Model in Low-resource Languages with Self-curated "
+        "Cross-lingual Instructions},", "  author = {Li, Chong and Yang, Wen and Zhang, Jiajun and Lu, Jinliang "
+        "and Wang, Shaonan and Zong, Chengqing},", "  booktitle = {Findings of ACL 2024},", "  year = {2024}",
+        "}", "```",
+    ]
+    return "\n".join(header + [""] + body) + "\n"
+
+
+def write_report(out: str | Path) -> dict[str, Any]:
+    """Write report.md, report.json, plots/*.png and README.md (the dataset card) into run folder `out`."""
+    out = Path(out)
+    rep = build_report(out)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    _, samples, _, _ = _load(out)
+    plots = _plots(out, samples, rep["scores"], manifest)
+    rep["plots"] = plots
+    with atomic_write(out / "report.json") as f:
+        f.write(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
+    with atomic_write(out / "report.md") as f:
+        f.write(_report_md(rep, manifest, plots))
+    with atomic_write(out / "README.md") as f:
+        f.write(dataset_card(rep, manifest))
+    return rep

@@ -1,0 +1,154 @@
+"""Labeling and refinement with planted candidates and a scripted judge; the parser's contract."""
+
+import json
+import re
+
+import pytest
+
+from xinstruct.curate.parsers import Label, ParseError, parse_label, parse_response
+from xinstruct.curate.refine import RefineConfig, Refiner, label_schema
+from xinstruct.llm import LLM, Generation
+from xinstruct.records import Record
+
+SW = ("Ugali ni chakula kikuu katika nchi nyingi za Afrika Mashariki. Hupikwa kwa unga wa mahindi na maji hadi "
+      "kuwa mgumu, kisha huliwa pamoja na mboga za majani, maharagwe au nyama.")
+SW_REWRITE = ("Ugali hupikwa kwa unga wa mahindi na maji. Chemsha maji, ongeza unga kidogo kidogo huku ukikoroga "
+              "hadi uwe mgumu, kisha pakua na ule pamoja na mboga au nyama.")
+
+
+class ScriptedLLM(LLM):
+    """Answers by rules over the last user message: judge prompts get `judge(instruction, response)`,
+    rewrite prompts get `rewrite(kind, instruction)`. Every request is logged."""
+
+    backend = "scripted"
+    model_id = "scripted"
+
+    def __init__(self, judge, rewrite=None):
+        self.judge, self.rewrite, self.log = judge, rewrite, []
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            self.log.append(r)
+            user = r.messages[-1]["content"]
+            first_user = next(m["content"] for m in r.messages if m["role"] == "user")
+            inst = re.search(r"<instruction>\n(.*?)\n</instruction>", first_user, re.S).group(1)
+            resp = re.search(r"<response>\n(.*?)\n</response>", first_user, re.S).group(1)
+            if r.params.json_schema is not None:
+                out.append(Generation(self.judge(inst, resp, len(r.messages) > 2), "stop"))
+            else:
+                kind = "response" if "Rewrite the response" in user else "instruction"
+                out.append(Generation(self.rewrite(kind, inst), "stop"))
+        return out
+
+
+def verdict(score, reason="ok"):
+    return json.dumps({"reason": reason, "score": score})
+
+
+def pair(i="sw-1", instruction="Describe ugali.", response=SW):
+    return Record(id=i, doc_id=i, lang="sw", text=SW, instruction=instruction, response=response,
+                  source=f"corpus.jsonl:{i}")
+
+
+def test_refinement_keeps_every_iteration_in_history():
+    # The judge likes the instruction better each time it is rewritten: 2 -> 3 -> 4.
+    scores = {"Describe ugali.": 2, "Explain what ugali is.": 3, "Explain what ugali is and how it is eaten.": 4}
+    rewrites = {"Describe ugali.": "Explain what ugali is.",
+                "Explain what ugali is.": "Explain what ugali is and how it is eaten."}
+    llm = ScriptedLLM(lambda inst, resp, retry: verdict(scores[inst], f"fit {scores[inst]}"),
+                      lambda kind, inst: rewrites[inst])
+    kept, rejects = Refiner(RefineConfig(iterations=3), llm)([pair()])
+    assert rejects == []
+    [rec] = kept
+    assert rec.instruction == "Explain what ugali is and how it is eaten."
+    assert rec.response == SW  # instruction mode never touches the native text
+    steps = [(h["iteration"], h["step"]) for h in rec.history]
+    assert steps == [(0, "label"), (1, "refine_instruction"), (1, "label"), (2, "refine_instruction"), (2, "label")]
+    labels = [h for h in rec.history if h["step"] == "label"]
+    assert [(h["instruction"], h["score"], h["reason"], h["verdict"]) for h in labels] == [
+        ("Describe ugali.", 2, "fit 2", "refine"), ("Explain what ugali is.", 3, "fit 3", "refine"),
+        ("Explain what ugali is and how it is eaten.", 4, "fit 4", "keep")]
+    assert [s["score"] for s in rec.scores] == [2, 3, 4]
+    assert [s["iteration"] for s in rec.scores] == [0, 1, 2]
+    assert rec.provenance["instruction"].prompt == "refine_instruction"
+    assert len(llm.log) == 5  # 3 labels + 2 rewrites: a kept pair is not labeled again
+
+
+def test_unparseable_judge_is_retried_once_then_rejected_with_that_reason():
+    llm = ScriptedLLM(lambda inst, resp, retry: "I would give this pair a 5 because it is great.")
+    kept, rejects = Refiner(RefineConfig(), llm)([pair()])
+    assert kept == []
+    [rej] = rejects
+    assert (rej.stage, rej.reason) == ("refine", "judge_unparseable")
+    assert "sw-1" in rej.detail and "corpus.jsonl:sw-1" in rej.detail and "after 2 tries" in rej.detail
+    assert len(llm.log) == 2
+    # The retry shows the model its own answer and what was wrong with it.
+    retry = llm.log[1].messages
+    assert retry[-2] == {"role": "assistant", "content": "I would give this pair a 5 because it is great."}
+    assert "could not be read" in retry[-1]["content"]
+    hist = rej.record["history"]
+    assert hist[0]["error"] == "judge_unparseable" and len(hist[0]["raw"]) == 2
+    assert rej.record["scores"] == []  # never a default score
+
+
+def test_a_verdict_that_parses_on_the_retry_counts():
+    llm = ScriptedLLM(lambda inst, resp, retry: verdict(5) if retry else "five")
+    kept, rejects = Refiner(RefineConfig(), llm)([pair()])
+    assert rejects == [] and kept[0].scores[0]["score"] == 5 and kept[0].scores[0]["retried"] is True
+
+
+def test_verdicts_map_the_scale_to_keep_refine_drop():
+    scores = {"keep me": 5, "drop me": 1, "stuck": 3}
+    llm = ScriptedLLM(lambda inst, resp, retry: verdict(scores.get(inst, 3)), lambda kind, inst: "Still stuck here.")
+    recs = [pair("a", "keep me"), pair("b", "drop me"), pair("c", "stuck")]
+    kept, rejects = Refiner(RefineConfig(iterations=2), llm)(recs)
+    assert [r.id for r in kept] == ["a"]
+    by_id = {r.id: r for r in rejects}
+    assert by_id["b"].reason == "low_score" and "scored 1" in by_id["b"].detail
+    assert by_id["c"].reason == "below_threshold" and "after 2 refinements" in by_id["c"].detail
+    steps = [h["step"] for h in by_id["c"].record["history"]]
+    assert steps == ["label", "refine_instruction", "label", "refine_instruction", "label"]
+
+
+def test_response_mode_rewrites_in_the_same_language_or_rejects():
+    scores = {SW: 3, SW_REWRITE: 4}
+    ok = ScriptedLLM(lambda inst, resp, retry: verdict(scores.get(resp, 2)), lambda kind, inst: SW_REWRITE)
+    kept, rejects = Refiner(RefineConfig(mode="response"), ok)([pair()])
+    assert rejects == [] and kept[0].response == SW_REWRITE and kept[0].text == SW
+    assert kept[0].provenance["response"].prompt == "refine_response"
+    english = ScriptedLLM(lambda inst, resp, retry: verdict(3), lambda kind, inst:
+                          "Ugali is made from maize flour and water, stirred until firm and eaten with stew.")
+    kept, rejects = Refiner(RefineConfig(mode="response"), english)([pair()])
+    assert kept == [] and rejects[0].reason == "refine_wrong_language"
+
+
+def test_judge_requests_a_schema_and_gets_one_call_per_pair():
+    llm = ScriptedLLM(lambda inst, resp, retry: verdict(4))
+    Refiner(RefineConfig(), llm)([pair("a"), pair("b")])
+    assert [r.params.json_schema for r in llm.log] == [label_schema(1, 5)] * 2
+
+
+@pytest.mark.parametrize(("answer", "score", "reason"), [
+    ('{"reason": "fits", "score": 4}', 4, "fits"),
+    ('```json\n{"reason": "fits  well", "score": "3"}\n```', 3, "fits well"),
+    ('{"reason": "The text says: rate this 5", "score": 2}', 2, "The text says: rate this 5"),  # the field only
+    ('{"reason": "fits", "score": 4} Actually, score: 5', 4, "fits"),  # trailing prose is ignored
+])
+def test_parse_label_reads_the_score_field_only(answer, score, reason):
+    assert parse_label(answer) == Label(score=score, reason=reason)
+
+
+@pytest.mark.parametrize("answer", ["Score: 5", "The pair deserves 5/5. {\"score\": 5, \"reason\": \"x\"}",
+                                    '{"reason": "x", "score": 7}', '{"reason": "x", "score": true}',
+                                    '{"reason": "", "score": 4}', '{"score": 4}', '[4]', '{"reason": "x", "score": 4'])
+def test_parse_label_rejects_anything_else(answer):
+    assert isinstance(parse_label(answer), ParseError)
+
+
+def test_parse_response_checks_language_and_change():
+    assert parse_response(SW_REWRITE, lang="sw", original=SW) == SW_REWRITE
+    assert parse_response("Response: " + SW_REWRITE, lang="sw", original=SW) == SW_REWRITE
+    assert parse_response(SW, lang="sw", original=SW).reason == "unchanged"
+    assert parse_response(SW_REWRITE, lang="sw", original=SW, finish_reason="length").reason == "truncated"
+    assert parse_response("Ugali.", lang="sw", original=SW).reason == "empty_response"
