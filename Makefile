@@ -40,6 +40,7 @@ lint: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/cluster.py
 
 clean:
 	rm -rf runs build .pytest_cache

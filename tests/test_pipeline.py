@@ -98,18 +98,21 @@ def _cache_rows(path: Path) -> int:
 
 
 def _curate(out: Path, limit: int) -> list[str]:
-    return [sys.executable, "-m", "xinstruct", "curate", "--out", str(out), "--limit", str(limit),
+    # Turkish only: the first 12 sample documents are rejected at preparation (other languages), and of the
+    # 4 Turkish ones the embedded judge keeps one, so every stage has work.
+    return [sys.executable, "-m", "xinstruct", "curate", "--out", str(out), "--limit", str(limit), "--lang", "tr",
             "--no-progress", "--no-report", "--set", "shard_size=2", "--set", "refine.iterations=1"]
 
 
 def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
-    limit = 8
+    limit = 16
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # An uninterrupted run, for reference.
     subprocess.run(_curate(tmp_path / "ref", limit), check=True, env=env, capture_output=True, timeout=600)
     ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())["stages"]
     gen_calls, refine_calls = ref["generate"]["llm"]["generated"], ref["refine"]["llm"]["generated"]
     assert refine_calls >= 2, "too few pairs reached refinement for this test"
+    assert json.loads((tmp_path / "ref" / "manifest.json").read_text())["counts"]["samples"] >= 1
 
     # The same run, killed with SIGKILL in the middle of the refinement stage.
     run = tmp_path / "killed"
@@ -159,3 +162,12 @@ def test_cli_reports_a_missing_input_clearly(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "input not found" in r.stderr and "nope.jsonl" in r.stderr
+
+
+def test_a_stage_alone_needs_records_and_says_so(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "xinstruct", "refine", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "needs --input" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "xinstruct", "diversify", "--input", str(tmp_path),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no records at" in r.stderr and "samples.jsonl" in r.stderr

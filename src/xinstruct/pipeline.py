@@ -275,7 +275,8 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             ref_llm = pool.stage_llm(cfg.refine.model)
             refiner = Refiner(cfg.refine, ref_llm)
             key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, cfg.shard_size)
-            folder, st = run_sharded("refine", key, records, len(records), refiner, cfg.refine.batch_size, cfg, work)
+            folder, st = run_sharded("refine", key, records, len(records), refiner, cfg.refine.effective_batch_size(),
+                                     cfg, work)
             records, rej = _split(_sharded_output(folder))
             rejects += rej
             upstream = folder.name

@@ -49,9 +49,16 @@ class RefineConfig:
     response_max_tokens: int = 768
     text_max_chars: int = 2500  # the response shown to the judge is cut to this
     retries: int = 1  # asks again after a judge answer that does not parse
-    batch_size: int = 1  # records per round-trip; 1 lets llama.cpp reuse the prompt prefix across a record's calls
+    # Pairs per round trip. None: 1 for llama.cpp (a record's label and rewrite calls then follow each other and
+    # share their prompt prefix, which llama.cpp reuses), 64 for batched engines and servers.
+    batch_size: int | None = None
     min_words: int = 3
     max_words: int = 40
+
+    def effective_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 1 if self.model.resolved_backend() == "llama.cpp" else 64
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -59,7 +66,7 @@ class RefineConfig:
         if not self.min_score <= self.drop_at < self.keep_at <= self.max_score:
             raise ValueError(f"refine scale needs min_score <= drop_at < keep_at <= max_score, got "
                              f"{self.min_score} <= {self.drop_at} < {self.keep_at} <= {self.max_score}")
-        if self.iterations < 0 or self.retries < 0 or self.batch_size < 1:
+        if self.iterations < 0 or self.retries < 0 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("refine.iterations and refine.retries must be >= 0, refine.batch_size >= 1")
 
 
