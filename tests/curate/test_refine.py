@@ -152,3 +152,24 @@ def test_parse_response_checks_language_and_change():
     assert parse_response(SW, lang="sw", original=SW).reason == "unchanged"
     assert parse_response(SW_REWRITE, lang="sw", original=SW, finish_reason="length").reason == "truncated"
     assert parse_response("Ugali.", lang="sw", original=SW).reason == "empty_response"
+
+
+def test_both_mode_rewrites_the_instruction_then_the_response():
+    def judge(inst, resp, retry):
+        return verdict(5 if (inst, resp) == ("Explain how ugali is cooked.", SW_REWRITE) else 2)
+
+    llm = ScriptedLLM(judge, lambda kind, inst: "Explain how ugali is cooked." if kind == "instruction" else SW_REWRITE)
+    kept, rejects = Refiner(RefineConfig(mode="both", iterations=1), llm)([pair()])
+    assert rejects == []
+    assert [h["step"] for h in kept[0].history] == ["label", "refine_instruction", "refine_response", "label"]
+    # The response rewrite saw the new instruction.
+    assert "Explain how ugali is cooked." in llm.log[2].messages[-1]["content"]
+
+
+def test_a_failed_call_is_an_llm_error_reject_not_a_parse_failure():
+    class Failing(ScriptedLLM):
+        def generate(self, requests):
+            return [Generation("", "error", error="HTTP 400: context too long") for _ in requests]
+
+    kept, rejects = Refiner(RefineConfig(), Failing(None))([pair()])
+    assert kept == [] and rejects[0].reason == "llm_error" and "context too long" in rejects[0].detail
