@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from xinstruct.llm import CachedLLM, ChatRequest, Generation, GenerationParams, RequestCache
 from xinstruct.llm.base import LLM
@@ -63,9 +64,11 @@ def test_failed_calls_are_not_cached(tmp_path):
 
 
 FILL = """
-import sys
+import sys, time
 from xinstruct.llm import ChatRequest, Generation, GenerationParams, RequestCache
 from xinstruct.llm.cache import request_key
+while time.time() < float(sys.argv[3]):  # all processes open the new file at the same moment
+    pass
 cache = RequestCache(sys.argv[1])
 for i in range(int(sys.argv[2]), int(sys.argv[2]) + 50):
     req = ChatRequest(messages=({"role": "user", "content": str(i)},), params=GenerationParams())
@@ -75,10 +78,12 @@ for i in range(int(sys.argv[2]), int(sys.argv[2]) + 50):
 
 def test_cache_survives_restart_and_is_shared_by_processes(tmp_path):
     path = tmp_path / "c.sqlite"
-    procs = [subprocess.Popen([sys.executable, "-c", FILL, str(path), str(s)]) for s in (0, 25)]
-    assert [p.wait(120) for p in procs] == [0, 0]
+    # Several processes create the same new file at once (WAL setup races), then write into it.
+    start = str(time.time() + 2.0)
+    procs = [subprocess.Popen([sys.executable, "-c", FILL, str(path), str(s), start]) for s in range(0, 200, 25)]
+    assert [p.wait(120) for p in procs] == [0] * 8
     cache = RequestCache(path)
-    assert len(cache) == 75
+    assert len(cache) == 225
     inner = CountingLLM()
-    CachedLLM(inner, cache).generate([_req(str(i)) for i in range(75)])
+    CachedLLM(inner, cache).generate([_req(str(i)) for i in range(225)])
     assert inner.calls == []
