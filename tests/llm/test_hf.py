@@ -64,3 +64,21 @@ def test_gguf_loads_as_a_plain_trainable_model(tmp_path):
     with torch.no_grad():
         logits = model(**ids).logits
     assert torch.isfinite(logits).all()
+
+
+def test_json_schema_starts_the_answer_for_the_model(tiny_model_dir):
+    from xinstruct.curate.refine import label_schema
+    from xinstruct.llm.base import json_prefix
+
+    schema = label_schema(1, 5)
+    assert json_prefix(schema) == '{"reason": "'
+    assert json_prefix({"type": "object", "properties": {"n": {"type": "integer"}}}) == '{"n": '
+    assert json_prefix({"type": "string"}) == ""
+    llm = TransformersLLM(tiny_model_dir, dtype="float32")
+    plain = llm.generate([_req("Rate this pair.")])[0]
+    constrained = llm.generate([_req("Rate this pair.", json_schema=schema)])[0]
+    # The answer is the started object and its continuation; the prompt the model saw ended with the prefix.
+    assert constrained.text.startswith('{"reason": "') and not plain.text.startswith('{"reason": "')
+    prompt = llm.prompt_text([{"role": "user", "content": "Rate this pair."}])
+    ids = llm.tokenizer(prompt + '{"reason": "', add_special_tokens=False)["input_ids"]
+    assert constrained.prompt_tokens == len(ids)

@@ -4,8 +4,8 @@ A backend takes a batch of chat requests (messages in the OpenAI/`transformers` 
 format plus generation parameters) and returns one `Generation` per request, in order.
 The backend applies the model's own chat template. Structured output (`json_schema`)
 is enforced by the engine where it can be (llama.cpp grammars, vLLM guided decoding,
-OpenAI `response_format`); elsewhere it is passed into the prompt as a hint and the
-caller's parser must cope.
+OpenAI `response_format`); elsewhere (transformers) the answer is started for the model
+with `json_prefix(schema)`, and the caller's parser must cope with the rest.
 """
 
 from __future__ import annotations
@@ -54,6 +54,18 @@ class Generation:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def json_prefix(schema: dict[str, Any]) -> str:
+    """The start of a JSON answer to `schema`, for engines that cannot constrain decoding: the model
+    continues `{"reason": "` instead of choosing whether to answer in JSON at all (SmolLM2-135M
+    answered 0 of 16 judge prompts with JSON in transformers without it)."""
+    props = schema.get("properties") or {}
+    if schema.get("type") != "object" or not props:
+        return ""
+    first = (schema.get("required") or list(props))[0]
+    quote = '"' if (props.get(first) or {}).get("type") == "string" else ""
+    return '{"' + first + '": ' + quote
 
 
 class LLMError(RuntimeError):

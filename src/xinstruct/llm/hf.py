@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams
+from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, json_prefix
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -97,7 +97,8 @@ class TransformersLLM(LLM):
     def _batch(self, reqs: list[ChatRequest], p: GenerationParams) -> list[Generation]:
         import torch
 
-        texts = [self.prompt_text(r.messages) for r in reqs]
+        prefix = json_prefix(p.json_schema) if p.json_schema is not None else ""
+        texts = [self.prompt_text(r.messages) + prefix for r in reqs]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         kw: dict[str, Any] = {"max_new_tokens": p.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if p.temperature > 0:
@@ -120,6 +121,6 @@ class TransformersLLM(LLM):
             for s in p.stop:  # stop strings are matched on tokens; cut at the string itself
                 if s in text:
                     text, finish = text[: text.index(s)], "stop"
-            results.append(Generation(text=text, finish_reason=finish, prompt_tokens=int(mask.sum()),
+            results.append(Generation(text=prefix + text, finish_reason=finish, prompt_tokens=int(mask.sum()),
                                       completion_tokens=n))
         return results
