@@ -101,13 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 "refine.mode": a.get("mode"), "diversify.per_lang": a.get("per_lang"),
                                 "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
                                 "diversify.embedder": a.get("embedder")}
-    for section in ("generate", "refine"):
-        flags.update({f"{section}.model.model": a.get("model"), f"{section}.model.backend": a.get("backend"),
-                      f"{section}.model.base_url": a.get("base_url"),
-                      f"{section}.model.options.n_threads": a.get("threads")})
-    flags.update({"refine.model.model": a.get("judge_model") or a.get("model"),
-                  "refine.model.backend": a.get("judge_backend") or a.get("backend"),
-                  "refine.model.base_url": a.get("judge_base_url") or a.get("base_url")})
+    for section, own in (("generate", ""), ("refine", "judge_")):  # --judge-* flags win for the judge
+        for key in ("model", "backend", "base_url"):
+            flags[f"{section}.model.{key}"] = a.get(own + key) or a.get(key)
+        flags[f"{section}.model.options.n_threads"] = a.get("threads")
     if a.get("decontaminate"):
         flags["decontaminate.eval_sets"] = a["decontaminate"]
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.set

@@ -44,7 +44,7 @@ from xinstruct.curate.generate import InstructionGenerator
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
 from xinstruct.curate.refine import Refiner
-from xinstruct.io import atomic_write, dumps, read_jsonl, read_records
+from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
 from xinstruct.records import Record, Reject, stable_hash
 
@@ -303,12 +303,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         pool.close()
         cache.close()
 
-    with atomic_write(out / "samples.jsonl") as f:
-        f.writelines(dumps(r.to_dict()) + "\n" for r in records)
-    with atomic_write(out / "rejects.jsonl") as f:
-        f.writelines(dumps(r.to_dict()) + "\n" for r in rejects)
-    with atomic_write(out / "unsampled.jsonl") as f:
-        f.writelines(dumps(r.to_dict()) + "\n" for r in unsampled)
+    write_jsonl(out / "samples.jsonl", records)
+    write_jsonl(out / "rejects.jsonl", rejects)
+    write_jsonl(out / "unsampled.jsonl", unsampled)
 
     by_stage = Counter(r.stage for r in rejects if r.unit == "chunk")
     counts.update({

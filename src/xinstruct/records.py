@@ -27,6 +27,16 @@ class Provenance:
     raw: str | None = None  # the model's unparsed answer
 
     @classmethod
+    def of_call(cls, llm: Any, template: Any, params: Any, raw: str, **extra: Any) -> Provenance:
+        """What an LLM call wrote with: `llm` (model_id, backend), a prompt template (name, version) and its
+        GenerationParams (the JSON schema left out: the template version names it), plus `extra` settings."""
+        p: dict[str, Any] = params.to_dict()
+        p.pop("json_schema", None)
+        p.update(extra)
+        return cls(model=llm.model_id, backend=llm.backend, prompt=template.name, prompt_version=template.version,
+                   params=p, raw=raw)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Provenance:
         return cls(**{k: d[k] for k in d if k in _PROV_FIELDS})
 

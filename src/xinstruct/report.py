@@ -65,8 +65,8 @@ def kept_by_round(samples: list[Record], unsampled: list[Record]) -> dict[int, i
     return dict(sorted(Counter(int(r.scores[-1]["iteration"]) for r in samples + unsampled if r.scores).items()))
 
 
-def _plots(out: Path, samples: list[Record], scores: dict[str, dict[int, int]], manifest: dict[str, Any],
-           ) -> list[str]:
+def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: dict[str, dict[int, int]],
+           manifest: dict[str, Any]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +115,7 @@ def _plots(out: Path, samples: list[Record], scores: dict[str, dict[int, int]], 
         ids, vecs = emb
         cluster = {}
         chosen = {r.id for r in samples}
-        for r in samples + [Record.from_dict(x) for x in read_jsonl(out / "unsampled.jsonl")]:
+        for r in samples + unsampled:
             if r.cluster is not None:
                 cluster[r.id] = r.cluster["id"]
         keep = [i for i, rid in enumerate(ids) if rid in cluster]
@@ -155,8 +155,11 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def build_report(out: str | Path) -> dict[str, Any]:
-    out = Path(out)
-    manifest, samples, rejects, unsampled = _load(out)
+    return _build(*_load(Path(out)))
+
+
+def _build(manifest: dict[str, Any], samples: list[Record], rejects: list[dict[str, Any]],
+           unsampled: list[Record]) -> dict[str, Any]:
     labeled = samples + unsampled + [Record.from_dict(r["record"]) for r in rejects
                                      if r.get("record") and r["record"].get("scores")]
     overlaps = [{"id": r["id"], "source": r.get("source"), "detail": r["detail"],
@@ -277,10 +280,9 @@ def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
 def write_report(out: str | Path) -> dict[str, Any]:
     """Write report.md, report.json, plots/*.png and README.md (the dataset card) into run folder `out`."""
     out = Path(out)
-    rep = build_report(out)
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    _, samples, _, _ = _load(out)
-    plots = _plots(out, samples, rep["scores"], manifest)
+    manifest, samples, rejects, unsampled = _load(out)
+    rep = _build(manifest, samples, rejects, unsampled)
+    plots = _plots(out, samples, unsampled, rep["scores"], manifest)
     rep["plots"] = plots
     with atomic_write(out / "report.json") as f:
         f.write(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")

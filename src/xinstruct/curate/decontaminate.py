@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from xinstruct.curate.readers import _has_suffix
 from xinstruct.records import Record, Reject, stable_hash
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,6 @@ def _excerpt(text: str) -> str:
 
 
 # --- reading evaluation sets -----------------------------------------------------------------
-
-
-def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
-    return path.name.lower().endswith(suffixes)
 
 
 def _eval_files(paths: Iterable[str]) -> list[Path]:

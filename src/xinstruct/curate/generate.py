@@ -11,13 +11,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from xinstruct.curate.parsers import PARSERS, ParseError
+from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
-from xinstruct.prompts import PromptTemplate, load_template
+from xinstruct.prompts import PromptTemplate
 from xinstruct.records import Provenance, Record, Reject, stable_hash
 
 STAGE = "generate"
@@ -63,10 +62,8 @@ class InstructionGenerator:
         if cfg.shot_selection not in ("fixed", "random"):
             raise ValueError(f"shot_selection must be 'fixed' or 'random', not {cfg.shot_selection!r}")
         self.cfg = cfg
-        self.template: PromptTemplate = load_template(cfg.template)
-        self.parse = PARSERS.get(self.template.parser)
-        if self.parse is None:
-            raise ValueError(f"template {self.template.id} names unknown parser {self.template.parser!r}")
+        self.template: PromptTemplate
+        self.template, self.parse = load_template_with_parser(cfg.template)
         self.seeds = load_seeds(cfg.seeds)
         self._by_lang: dict[str, list[Seed]] = {}
         for s in self.seeds:
@@ -156,11 +153,8 @@ class InstructionGenerator:
         return kept, rejects
 
     def provenance(self, req: ChatRequest, raw: str) -> Provenance:
-        params: dict[str, Any] = req.params.to_dict()
-        params.pop("json_schema", None)
-        params.update(num_shots=self.cfg.num_shots, shot_selection=self.cfg.shot_selection)
-        return Provenance(model=self.llm.model_id, backend=self.llm.backend, prompt=self.template.name,
-                          prompt_version=self.template.version, params=params, raw=raw)
+        return Provenance.of_call(self.llm, self.template, req.params, raw, num_shots=self.cfg.num_shots,
+                                  shot_selection=self.cfg.shot_selection)
 
     def close(self) -> None:
         if self._llm is not None:

@@ -144,5 +144,16 @@ def parse_response(answer: str, *, lang: str, original: str, finish_reason: str 
     return text
 
 
+def load_template_with_parser(name_or_path: str) -> tuple[Any, Callable[..., Any]]:
+    """A prompt template (packaged name or YAML path) and the parser it names."""
+    from xinstruct.prompts import load_template
+
+    t = load_template(name_or_path)
+    parse = PARSERS.get(t.parser)
+    if parse is None:
+        raise ValueError(f"template {t.id} names unknown parser {t.parser!r}")
+    return t, parse
+
+
 PARSERS: dict[str, Callable[..., object]] = {"instruction_v1": parse_instruction, "judge_v1": parse_label,
                                              "response_v1": parse_response}

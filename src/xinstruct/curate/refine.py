@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinstruct.curate.parsers import PARSERS, Label, ParseError
+from xinstruct.curate.parsers import Label, ParseError, load_template_with_parser
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
-from xinstruct.prompts import PromptTemplate, load_template
 from xinstruct.records import Provenance, Record, Reject
 
 STAGE = "refine"
@@ -111,16 +110,12 @@ def label_schema(min_score: int, max_score: int, reason_chars: int = 200) -> dic
             "required": ["reason", "score"]}
 
 
+def _where(rec: Record) -> str:
+    return f"pair {rec.id} ({rec.source})"
+
+
 def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n] + " …"
-
-
-def _template(name: str) -> tuple[PromptTemplate, Any]:
-    t = load_template(name)
-    parse = PARSERS.get(t.parser)
-    if parse is None:
-        raise ValueError(f"template {t.id} names unknown parser {t.parser!r}")
-    return t, parse
 
 
 @dataclass
@@ -138,7 +133,7 @@ class PairJudge:
     def __init__(self, cfg: RefineConfig, llm: LLM):
         cfg.validate()
         self.cfg, self.llm = cfg, llm
-        self.template, self.parse = _template(cfg.judge_template)
+        self.template, self.parse = load_template_with_parser(cfg.judge_template)
         self.params = GenerationParams(max_tokens=cfg.judge_max_tokens, temperature=0.0,
                                        json_schema=label_schema(cfg.min_score, cfg.max_score))
 
@@ -191,8 +186,8 @@ class Refiner:
         cfg.validate()
         self.cfg, self.llm = cfg, llm
         self.judge = PairJudge(cfg, llm)
-        self.inst_template, self.parse_instruction = _template(cfg.instruction_template)
-        self.resp_template, self.parse_response = _template(cfg.response_template)
+        self.inst_template, self.parse_instruction = load_template_with_parser(cfg.instruction_template)
+        self.resp_template, self.parse_response = load_template_with_parser(cfg.response_template)
 
     @property
     def templates(self) -> list[str]:
@@ -202,12 +197,6 @@ class Refiner:
         if score >= self.cfg.keep_at:
             return "keep"
         return "drop" if score <= self.cfg.drop_at else "refine"
-
-    def _provenance(self, template: PromptTemplate, params: GenerationParams, raw: str) -> dict[str, Any]:
-        p = params.to_dict()
-        p.pop("json_schema", None)
-        return {"model": self.llm.model_id, "backend": self.llm.backend, "prompt": template.name,
-                "prompt_version": template.version, "params": p, "raw": raw}
 
     def _label(self, recs: list[Record], iteration: int) -> list[tuple[Record, Verdict]]:
         verdicts = self.judge([(r.instruction or "", r.response or r.text, r.lang) for r in recs])
@@ -233,9 +222,9 @@ class Refiner:
         params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
         reqs = []
         for r in recs:
-            last = next((h for h in reversed(r.history) if h.get("step") == "label" and "reason" in h), {})
+            reason = r.scores[-1]["reason"] if r.scores else ""  # the last label's
             user = template.user.format(language=language_name(r.lang), response=_cut(r.response or r.text,
-                                        c.text_max_chars), instruction=r.instruction, reason=last.get("reason", ""))
+                                        c.text_max_chars), instruction=r.instruction, reason=reason)
             reqs.append(ChatRequest(({"role": "system", "content": template.system}, {"role": "user", "content": user}),
                                     params))
         out: list[Record | ParseError] = []
@@ -258,7 +247,7 @@ class Refiner:
                 continue
             entry[what] = result
             rec.history.append(entry)
-            rec.provenance[what] = Provenance.from_dict(self._provenance(template, params, gen.text))
+            rec.provenance[what] = Provenance.of_call(self.llm, template, params, gen.text)
             if what == "instruction":
                 rec.instruction = result
             else:
@@ -275,7 +264,7 @@ class Refiner:
             if line is None:
                 ok.append(rec)
             else:
-                rejects.append(Reject.of(rec, STAGE, "addresses_judge", f"pair {rec.id} ({rec.source}): the "
+                rejects.append(Reject.of(rec, STAGE, "addresses_judge", f"{_where(rec)}: the "
                                          f"response speaks to the judge, not to a reader: {line[:120]!r}"))
         return ok
 
@@ -287,7 +276,7 @@ class Refiner:
         for iteration in range(c.iterations + 1):
             to_refine: list[Record] = []
             for rec, v in self._label(pending, iteration):
-                where = f"pair {rec.id} ({rec.source})"
+                where = _where(rec)
                 if v.label is None:
                     assert v.error is not None
                     reason = "llm_error" if v.error.reason == "llm_error" else "judge_unparseable"
@@ -311,7 +300,7 @@ class Refiner:
                 for rec, res in zip(batch_in, results, strict=True):
                     if isinstance(res, ParseError):
                         reason = "llm_error" if res.reason == "llm_error" else f"refine_{res.reason}"
-                        rejects.append(Reject.of(rec, STAGE, reason, f"pair {rec.id} ({rec.source}): the {what} "
+                        rejects.append(Reject.of(rec, STAGE, reason, f"{_where(rec)}: the {what} "
                                                  f"rewrite in round {iteration + 1} failed: {res.detail}"))
                     else:
                         to_refine.append(rec)
