@@ -32,7 +32,7 @@ $(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,test]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test]'
 	touch $@
 
 lint: $(VENV)/.test-installed

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["alpaca", "messages", "records"], default="messages")
     e.add_argument("--out", required=True, help="output file (.jsonl or .parquet)")
     e.set_defaults(func=cmd_export)
+    from xinstruct.train.cli import add_parsers
+
+    add_parsers(sub)
     i = sub.add_parser("info", help="show versions, packaged seeds and where the embedded models are",
                        description="Print versions, the languages with packaged seeds, and the embedded models.")
     i.set_defaults(func=cmd_info)

@@ -93,6 +93,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> CurateConfig:
+    return load_config(CurateConfig, path, overrides)
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Any config dataclass from an optional YAML file plus `key.path=value` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -101,4 +106,4 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"recipe {p} must be a YAML mapping")
-    return from_dict(CurateConfig, apply_overrides(data, overrides or []))
+    return from_dict(cls, apply_overrides(data, overrides or []))

@@ -67,10 +67,10 @@ def input_fingerprint(path: Path) -> list[Any]:
             for f in files]
 
 
-def versions() -> dict[str, str]:
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     out = {"python": platform.python_version(), "xinstruct": __version__}
     for pkg in ("llama-cpp-python", "transformers", "torch", "vllm", "httpx", "py3langid", "datasketch",
-                "datasets", "pyarrow"):
+                "datasets", "pyarrow", *extra):
         with suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
     return out

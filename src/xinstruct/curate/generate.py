@@ -27,7 +27,9 @@ class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     template: str = "generate_instruction"  # packaged template name or a YAML path
     seeds: str | None = None  # seed JSONL file or folder; None = the packaged seeds
-    num_shots: int = 2
+    # Few-shot seed pairs per prompt. None: 2, or 0 for a backward model trained by `xinstruct train backward`
+    # (it learned the zero-shot prompt).
+    num_shots: int | None = None
     # random: fresh shots per text. fixed: the same shots for every text of a language, so engines
     # reuse the prompt prefix (faster), but small models then copy the last shot's instruction:
     # on the sample corpus SmolLM2-135M copied it for 4 of 4 texts in a language with fixed shots.
@@ -41,6 +43,13 @@ class GenerateConfig:
     min_words: int = 3
     max_words: int = 40  # X-Instruction instructions average ~100 characters
     batch_size: int = 8  # records per LLM call
+
+
+def is_backward_model(mc: ModelConfig) -> bool:
+    """Whether the model is a backward model saved by `xinstruct train backward`."""
+    from xinstruct.train.model import read_model_meta
+
+    return mc.base_url is None and read_model_meta(mc.model).get("task") == "backward"
 
 
 def _truncate(text: str, n: int) -> str:
@@ -61,6 +70,8 @@ class InstructionGenerator:
     def __init__(self, cfg: GenerateConfig, llm: LLM | None = None):
         if cfg.shot_selection not in ("fixed", "random"):
             raise ValueError(f"shot_selection must be 'fixed' or 'random', not {cfg.shot_selection!r}")
+        if cfg.num_shots is None:
+            cfg.num_shots = 0 if is_backward_model(cfg.model) else 2
         self.cfg = cfg
         self.template: PromptTemplate
         self.template, self.parse = load_template_with_parser(cfg.template)

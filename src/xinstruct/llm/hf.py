@@ -7,11 +7,14 @@ on how requests were batched; greedy decoding (the default) does not.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, json_prefix
+from xinstruct.records import stable_hash
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -26,13 +29,9 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
                    device: str | None = None) -> tuple[Any, Any, str]:
-    """Load a local model and its tokenizer; a `.gguf` path is dequantised into a plain model.
-
-    transformers flags a model loaded from GGUF as quantized, which blocks training and
-    saving; rebuilding it from its config and loading the state dict gives a plain one.
-    """
+    """Load a local model and its tokenizer; a `.gguf` path is dequantised into a plain model (cached)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model)
     if path.suffix == ".gguf" and gguf_file is None:
@@ -41,23 +40,53 @@ def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: st
         raise FileNotFoundError(f"model not found: {path} (xinstruct never downloads models; give a local folder)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype, device)
-    kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
     if gguf_file:
-        loaded = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kw)
-        config = AutoConfig.from_pretrained(path, local_files_only=True, **kw)
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        lm = AutoModelForCausalLM.from_config(config)
-        lm.load_state_dict(loaded.state_dict())
-        lm = lm.to(torch_dtype)
-        del loaded
-    else:
-        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
+        path = dequantized_gguf(path / gguf_file)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
     lm.to(device).eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return lm, tok, device
+
+
+def cache_dir() -> Path:
+    """Where xinstruct keeps derived files (dequantised GGUF models): $XINSTRUCT_CACHE or ~/.cache/xinstruct."""
+    return Path(os.environ.get("XINSTRUCT_CACHE") or Path.home() / ".cache" / "xinstruct")
+
+
+def dequantized_gguf(gguf: Path) -> Path:
+    """A plain float32 checkpoint folder (model + tokenizer) made from a GGUF file, once per file.
+
+    transformers flags a model loaded from GGUF as quantized, which blocks training and
+    saving; rebuilding it from its config and loading the state dict gives a plain one.
+    Converting takes ~30 s for SmolLM2-135M (mostly the tokenizer); loading the cached
+    folder takes under a second.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    st = gguf.stat()
+    folder = cache_dir() / "dequantized" / f"{gguf.stem}-{stable_hash(str(gguf.resolve()), st.st_size, st.st_mtime_ns)}"
+    if (folder / "config.json").is_file():
+        return folder
+    kw: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
+    tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
+    config = AutoConfig.from_pretrained(gguf.parent, **kw)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    lm = AutoModelForCausalLM.from_config(config)
+    lm.load_state_dict(loaded.state_dict())
+    del loaded
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 class TransformersLLM(LLM):

@@ -1,0 +1,1 @@
+"""Training: SFT (LoRA or full) with dataset mixing and translation data, the backward model, and DPO."""

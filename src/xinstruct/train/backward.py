@@ -1,0 +1,67 @@
+"""The backward model (X-Instruction, step 1): native text -> the English instruction it answers.
+
+    xinstruct train backward --out runs/backward                  # on the packaged seed pairs
+    xinstruct generate --model runs/backward/merged --backend transformers ...
+
+Training examples are built with the generation stage's own prompt, with no shots, so the
+trained model sees at generation time exactly the prompt it learned from. The saved model
+is marked as a backward model, and the generation stage then prompts it zero-shot by
+default (instead of few-shot prompting an instruct model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
+from xinstruct.records import Record, Reject, stable_hash
+from xinstruct.train.data import Mix
+from xinstruct.train.formats import Example
+from xinstruct.train.sft import TrainConfig, train_sft
+
+
+def backward_examples(seeds: str | None = None, records: str | None = None,
+                      template: str = "generate_instruction") -> tuple[list[Example], list[Reject]]:
+    """One example per seed pair (and per curated record, if given): prompt = the zero-shot generation
+    prompt over the native text, completion = the English instruction."""
+    gen = InstructionGenerator(GenerateConfig(template=template, seeds=seeds, num_shots=0))
+    examples: list[Example] = []
+    rejects: list[Reject] = []
+    items: list[tuple[str, str, str, str]] = [(s.instruction, s.response, s.lang, f"seed:{i}")
+                                              for i, s in enumerate(gen.seeds)]
+    if records:
+        from pathlib import Path
+
+        from xinstruct.pipeline import read_input_records
+
+        recs, rejs, _ = read_input_records(Path(records))
+        rejects += rejs
+        items += [(r.instruction or "", r.response or r.text, r.lang, r.source or r.id) for r in recs]
+    for instruction, text, lang, origin in items:
+        if lang == "*":
+            rejects.append(Reject(stage="train-data", reason="no_language", unit="row", source=origin,
+                                  detail=f"{origin}: a seed without a language cannot teach a language's prompt",
+                                  record={"instruction": instruction, "response": text}))
+            continue
+        rec = Record(id=stable_hash(origin), doc_id=origin, lang=lang, text=text)
+        prompt = gen.messages(rec, [])
+        examples.append(Example(prompt, [{"role": "assistant", "content": instruction}], rec.id, lang,
+                                source="backward", origin=origin))
+    return examples, rejects
+
+
+def train_backward(cfg: TrainConfig, *, seeds: str | None = None, records: str | None = None,
+                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    import random
+
+    examples, rejects = backward_examples(seeds, records)
+    if not examples:
+        raise ValueError("no backward training examples (no seeds or records with a language)")
+    random.Random(cfg.seed).shuffle(examples)
+    cfg.task, cfg.format = "backward", "chat"
+    cfg.data = cfg.data or f"seeds:{seeds or 'packaged'}" + (f"+records:{records}" if records else "")
+    mix = Mix(examples, rejects, {"backward": {"rows": len(examples) + len(rejects), "rejected": len(rejects),
+                                               "examples": len(examples), "used": len(examples),
+                                               "seeds": seeds or "packaged", "records": records}})
+    return train_sft(cfg, overwrite=overwrite, mix=mix, progress=progress)
+

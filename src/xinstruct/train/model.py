@@ -1,0 +1,88 @@
+"""Loading a base model for training, saving a standalone merged model, and scoring completions.
+
+The base is any local Hugging Face causal LM folder, a `.gguf` file (dequantised into a
+plain model that trains and saves), or "embedded" (SmolLM2-135M-Instruct from its GGUF).
+A saved model folder carries `xinstruct_model.json`: how it was trained and with which
+prompt format, so the other commands prompt it the way it learned.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MODEL_META = "xinstruct_model.json"
+
+
+def resolve_base(model: str) -> Path:
+    from xinstruct.llm.embedded import EMBEDDED_LLM, smollm2_gguf
+
+    return smollm2_gguf() if model == EMBEDDED_LLM else Path(model).expanduser()
+
+
+def train_dtype(dtype: str, device: str) -> str:
+    """Weights stay float32 on CPU (bf16 mixed precision is a TrainingArguments switch); GPUs load bf16."""
+    if dtype != "auto":
+        return dtype
+    if device == "cpu":
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+
+
+def load_for_training(model: str, dtype: str = "auto") -> tuple[Any, Any, Path]:
+    """(model, tokenizer, base path): a plain trainable model on CPU (or the GPU `accelerate` gives)."""
+    import torch
+
+    from xinstruct.llm.hf import load_causal_lm
+
+    base = resolve_base(model)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm, tok, _ = load_causal_lm(base, dtype=train_dtype(dtype, device), device="cpu")
+    lm.train()
+    return lm, tok, base
+
+
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """The `xinstruct_model.json` of a model folder (or the folder of a .gguf inside one), if any."""
+    p = Path(path)
+    for folder in (p, p.parent):
+        f = folder / MODEL_META
+        if f.is_file():
+            return json.loads(f.read_text(encoding="utf-8"))
+    return {}
+
+
+def write_model_meta(folder: Path, meta: dict[str, Any]) -> None:
+    from xinstruct.io import atomic_write
+
+    with atomic_write(folder / MODEL_META) as f:
+        json.dump(meta, f, indent=2, ensure_ascii=False)
+
+
+def completion_logprob(model: Any, tokenizer: Any, prompt: list[dict[str, str]] | str,
+                       completion: list[dict[str, str]] | str) -> float:
+    """Sum of log-probabilities of the completion's tokens given the prompt, as the chat template
+    (or plain text, for string prompts) lays them out; the measure DPO moves."""
+    import torch
+
+    if isinstance(prompt, str):
+        prefix, full = prompt, prompt + str(completion) + (tokenizer.eos_token or "")
+    else:
+        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+    if not full.startswith(prefix):
+        raise ValueError("the chat template does not extend the prompt with the answer; cannot score completions")
+    p_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    n = len(p_ids)
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], device=device)
+    with torch.no_grad():
+        logits = model(x).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, -1)
+    targets = x[0, 1:]
+    token_lp = logp.gather(-1, targets[:, None])[:, 0]
+    return float(token_lp[n - 1 :].sum())
