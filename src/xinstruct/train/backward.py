@@ -20,11 +20,16 @@ from xinstruct.train.formats import Example
 from xinstruct.train.sft import TrainConfig, train_sft
 
 
-def backward_examples(seeds: str | None = None, records: str | None = None,
-                      template: str = "generate_instruction") -> tuple[list[Example], list[Reject]]:
+def backward_examples(seeds: str | None = None, records: str | None = None, template: str = "generate_instruction",
+                      text_max_chars: int = 500) -> tuple[list[Example], list[Reject]]:
     """One example per seed pair (and per curated record, if given): prompt = the zero-shot generation
-    prompt over the native text, completion = the English instruction."""
-    gen = InstructionGenerator(GenerateConfig(template=template, seeds=seeds, num_shots=0))
+    prompt over the native text, completion = the English instruction.
+
+    Texts are cut to `text_max_chars` (as few-shot prompts cut seed texts): Tamil, Thai and Bengali
+    seeds run to 1,000+ tokens whole, which CPU training cannot afford.
+    """
+    gen = InstructionGenerator(GenerateConfig(template=template, seeds=seeds, num_shots=0,
+                                              text_max_chars=text_max_chars))
     examples: list[Example] = []
     rejects: list[Reject] = []
     items: list[tuple[str, str, str, str]] = [(s.instruction, s.response, s.lang, f"seed:{i}")

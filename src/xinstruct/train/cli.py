@@ -152,7 +152,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from xinstruct.train.backward import train_backward
         from xinstruct.train.sft import TrainConfig
 
-        cfg = load_config(TrainConfig, args.config, [o for o in overrides if not o.startswith("out=")]
+        # texts are cut to 500 characters: up to ~700 tokens in Tamil, with the prompt
+        defaults = ["max_length=1024", "epochs=2"] if args.config is None else []
+        cfg = load_config(TrainConfig, args.config, defaults
+                          + [o for o in overrides if not o.startswith("out=")]
                           + [f"out={json.dumps(args.out or 'runs/backward')}"])
         m = train_backward(cfg, seeds=args.seeds, records=args.records, overwrite=args.overwrite, progress=progress)
     else:

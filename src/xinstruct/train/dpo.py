@@ -145,8 +145,8 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
     loaded: dict[str, LLM] = {}
 
     def get(mc: ModelConfig, given: LLM | None) -> LLM:
-        key = json.dumps(dataclasses.asdict(mc), sort_keys=True)
-        if key not in loaded:
+        key = json.dumps(dataclasses.asdict(mc), sort_keys=True) + (f"#{id(given)}" if given else "")
+        if key not in loaded:  # one model serves both roles when policy and judge are the same
             loaded[key] = CachedLLM(given or load_llm(mc), cache)
         return loaded[key]
 
@@ -186,13 +186,13 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
     reasons: dict[str, int] = {}
     for r in rejects:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    def picked(row: dict[str, Any], side: str) -> dict[str, Any]:
+        return next(c for c in row["candidates"] if c["text"] == row[side][0]["content"])
+
     manifest = {"prompts": len(examples), "pairs": len(rows), "rejected": len(rejects),
-                "rejects_by_reason": reasons, "chosen_reference": sum(r["candidates"][-1]["reference"]
-                                                                       and r["chosen"][0]["content"] ==
-                                                                       r["candidates"][-1]["text"] for r in rows),
-                "rejected_wrong_language": sum(not next(c for c in r["candidates"]
-                                                        if c["text"] == r["rejected"][0]["content"])["lang_ok"]
-                                               for r in rows),
+                "rejects_by_reason": reasons,
+                "chosen_reference": sum(picked(r, "chosen")["reference"] for r in rows),
+                "rejected_wrong_language": sum(not picked(r, "rejected")["lang_ok"] for r in rows),
                 "seconds": round(time.perf_counter() - t0, 1), "shards_resumed": resumed,
                 "config": dataclasses.asdict(cfg)}
     with atomic_write(out / "manifest.json") as f:

@@ -210,7 +210,7 @@ def train_sft(cfg: TrainConfig, *, overwrite: bool = False, mix: Mix | None = No
 
 
 def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool, progress: bool,
-           dataset_fn: Any = None, trainer_fn: Any = None) -> dict[str, Any]:
+           trainer_fn: Any = None) -> dict[str, Any]:
     import torch
 
     if cfg.threads:
@@ -222,8 +222,10 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
         raise ValueError(f"no training examples left: all {len(mix.examples)} prompts exceed max_length "
                          f"{cfg.max_length}")
     key = run_key(cfg, examples, kind)
-    prepare_out(out, key, cfg, overwrite)
-    write_data(out, mix, too_long)
+    main = is_main_process()
+    if main:
+        prepare_out(out, key, cfg, overwrite)
+        write_data(out, mix, too_long)
     manifest_path = out / "train.json"
     final = out / ("adapter" if cfg.method == "lora" else "model")
     done = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("finished") and final.is_dir()
@@ -237,8 +239,9 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
         t1 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
         train_s = time.perf_counter() - t1
-        trainer.save_model(str(final))
-        tok.save_pretrained(str(final))
+        trainer.save_model(str(final))  # only the main process writes
+        if main:
+            tok.save_pretrained(str(final))
         history = trainer.state.log_history
         trained = trainer.model
         manifest = {
@@ -250,6 +253,8 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
             "train_tokens_per_s": _tokens_per_s(history, train_s) if not resume else None,
             "log_history": history, "config": dataclasses.asdict(cfg), "versions": _versions(),
         }
+        if not main:  # under `accelerate launch` with several processes, the first one writes the results
+            return manifest
         _plot_loss(history, out / "loss.png", kind)
         with atomic_write(manifest_path) as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
@@ -264,6 +269,11 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
     gguf = out / "merged" / "model.gguf"
     manifest["gguf"] = str(gguf) if gguf.is_file() else None
     return manifest
+
+
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process (`accelerate launch`, torchrun) run."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _tokens_per_s(history: list[dict[str, Any]], seconds: float) -> float | None:
