@@ -300,6 +300,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             info["folder"] = str(Path(info["folder"]).relative_to(out))
             stage_info["diversify"] = info
     finally:
+        models = pool.identities()  # before close(), which forgets them
         pool.close()
         cache.close()
 
@@ -322,7 +323,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         "input": input_info,
         "config": to_dict(cfg),
         "versions": versions(),
-        "models": pool.identities(),
+        "models": models,
         "prompts": prompts,
         "counts": counts,
         "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),

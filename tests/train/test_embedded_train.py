@@ -60,7 +60,7 @@ def test_lora_sft_cli_writes_a_merged_model_that_both_backends_run(embedded_gguf
     # Generation runs with the merged model through both backends.
     for model, backend in ((str(merged), "transformers"), (str(gguf), "llama.cpp")):
         gen_out = tmp_path / f"gen-{backend}"
-        assert main(["generate", "--model", model, "--backend", backend, "--lang", "sw", "--limit", "8",
+        assert main(["generate", "--model", model, "--backend", backend, "--lang", "sw",
                      "--out", str(gen_out), "--no-progress", "--no-report"]) == 0
         manifest = json.loads((gen_out / "manifest.json").read_text())
         assert manifest["counts"]["chunks"] >= 1
