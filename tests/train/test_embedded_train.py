@@ -45,6 +45,9 @@ def test_lora_sft_cli_writes_a_merged_model_that_both_backends_run(embedded_gguf
     assert (out / "adapter" / "adapter_config.json").is_file()
     merged, gguf = out / "merged", out / "merged" / "model.gguf"
     assert (merged / "config.json").is_file() and gguf.is_file()
+    # the weights' hash sits in the part of the file the llama.cpp backend fingerprints for its cache key
+    with open(gguf, "rb") as f:
+        assert b"xinstruct.weights_sha256" in f.read(4 << 20)
 
     # The GGUF holds the merged weights: transformers reads it back (undoing llama.cpp's q/k row order)
     # to the same tensors, within float16 rounding.

@@ -143,8 +143,10 @@ def test_merged_model_is_the_trained_model_and_a_finished_run_is_not_trained_aga
         untrained = _load(tiny_model)[0](**x).logits
     assert torch.allclose(want, got, atol=1e-4)
     assert not torch.allclose(untrained, got, atol=1e-4)
-    assert read_model_meta(out / "merged") | {"base": None} == {"task": "sft", "format": "answer_in", "base": None,
-                                                                "method": "lora", "trained_with": "xinstruct train sft"}
+    meta = read_model_meta(out / "merged")
+    assert len(meta.pop("weights_sha256")) == 64
+    assert meta | {"base": None} == {"task": "sft", "format": "answer_in", "base": None, "method": "lora",
+                                     "trained_with": "xinstruct train sft"}
     llm = TransformersLLM(out / "merged", dtype="float32")
     [g] = llm.generate([ChatRequest(({"role": "user", "content": "Hi"},), GenerationParams(max_tokens=5))])
     assert g.completion_tokens > 0
@@ -166,3 +168,15 @@ def test_too_long_prompts_are_rejects_not_silent_drops(tiny_model, tmp_path):
     rejects = [json.loads(line) for line in (tmp_path / "run" / "data" / "rejects.jsonl").read_text().splitlines()]
     assert m["examples"] == 1 and [r["reason"] for r in rejects] == ["prompt_too_long"]
     assert rejects[0]["source"].endswith("d.jsonl:1")
+
+
+def test_two_trained_models_in_same_named_folders_never_share_cache_entries(tiny_model, tmp_path):
+    from xinstruct.llm.hf import TransformersLLM
+
+    data = _write(tmp_path)
+    ids = []
+    for lr in (5e-3, 1e-2):
+        out = tmp_path / f"lr{lr}"
+        train_sft(_cfg(tiny_model, tmp_path, data=str(data), out=str(out), lr=lr, max_steps=1), progress=False)
+        ids.append(TransformersLLM(out / "merged", dtype="float32").fingerprint)
+    assert ids[0] != ids[1] and all("merged" in i for i in ids)

@@ -50,6 +50,21 @@ def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: st
     return lm, tok, device
 
 
+def weights_fingerprint(path: Path) -> str:
+    """What tells this checkpoint's weights from another's with the same folder name (e.g. two runs'
+    `merged/`), for the request cache: the content hash `xinstruct train` records, or else the weight
+    files' names, sizes and modification times (a re-saved model is then a cache miss, never a wrong hit)."""
+    from xinstruct.train.model import read_model_meta
+
+    if path.is_dir() and read_model_meta(path).get("weights_sha256"):
+        return str(read_model_meta(path)["weights_sha256"])[:12]
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files], n=12)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
 def cache_dir() -> Path:
     """Where xinstruct keeps derived files (dequantised GGUF models): $XINSTRUCT_CACHE or ~/.cache/xinstruct."""
     return Path(os.environ.get("XINSTRUCT_CACHE") or Path.home() / ".cache" / "xinstruct")
@@ -99,7 +114,7 @@ class TransformersLLM(LLM):
         self.tokenizer.padding_side = "left"
         self.batch_size = batch_size
         name = Path(model).name + (f"/{gguf_file}" if gguf_file else "")
-        self.model_id = f"{name}:{str(self.model.dtype).removeprefix('torch.')}"
+        self.model_id = f"{name}:{weights_fingerprint(Path(model))}:{str(self.model.dtype).removeprefix('torch.')}"
 
     @property
     def context_window(self) -> int | None:  # type: ignore[override]

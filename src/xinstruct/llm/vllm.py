@@ -37,7 +37,9 @@ class VLLMLLM(LLM):
         except ImportError as e:
             raise ImportError("the vllm backend needs vLLM on a GPU machine: pip install 'xinstruct[vllm]'") from e
         self._vllm = vllm
-        self.model_id = f"{Path(model).name}:{dtype}"
+        from xinstruct.llm.hf import weights_fingerprint
+
+        self.model_id = f"{Path(model).name}:{weights_fingerprint(Path(model))}:{dtype}"
         self._llm = vllm.LLM(model=str(model), tokenizer=tokenizer, dtype=dtype,
                              gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                              tensor_parallel_size=tensor_parallel_size, **engine_kwargs)

@@ -10,6 +10,7 @@ expects). For other bases, llama.cpp's `convert_hf_to_gguf.py` converts the merg
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,12 @@ def export_gguf(model: Any, base_gguf: str | Path, out: str | Path, *, chat_temp
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(out), arch)
+    # First in the header, so the llama.cpp backend's fingerprint (the file's first 4 MiB) tells two trained
+    # models apart even when their first tensors (e.g. embeddings LoRA left alone) are the same.
+    digest = hashlib.sha256()
+    for t in reader.tensors:
+        digest.update(tensors[t.name].tobytes())
+    writer.add_string("xinstruct.weights_sha256", digest.hexdigest())
     for name, f in reader.fields.items():
         if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
             continue

@@ -12,6 +12,7 @@ not trained again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -311,13 +312,23 @@ def save_merged(trained: Any, tokenizer: Any, folder: Path, *, base: Path, cfg: 
         tok.chat_template = ALPACA_CHAT_TEMPLATE
     tok.save_pretrained(str(tmp))
     write_model_meta(tmp, {"task": cfg.task if kind == "sft" else kind, "format": cfg.format, "base": str(base),
-                           "method": cfg.method, "trained_with": "xinstruct train " + kind})
+                           "method": cfg.method, "trained_with": "xinstruct train " + kind,
+                           "weights_sha256": files_sha256(sorted(tmp.glob("*.safetensors")))})
     if cfg.gguf and base.suffix == ".gguf":
         from xinstruct.train.gguf import export_gguf
 
         export_gguf(merged, base, tmp / "model.gguf", chat_template=getattr(tok, "chat_template", None))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def files_sha256(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _plot_loss(history: list[dict[str, Any]], path: Path, kind: str) -> None:
