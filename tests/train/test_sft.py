@@ -180,3 +180,15 @@ def test_two_trained_models_in_same_named_folders_never_share_cache_entries(tiny
         train_sft(_cfg(tiny_model, tmp_path, data=str(data), out=str(out), lr=lr, max_steps=1), progress=False)
         ids.append(TransformersLLM(out / "merged", dtype="float32").fingerprint)
     assert ids[0] != ids[1] and all("merged" in i for i in ids)
+
+
+def test_full_fine_tuning_saves_the_whole_model_and_changes_every_trained_matrix(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = _write(tmp_path)
+    m = train_sft(_cfg(tiny_model, tmp_path, data=str(data), method="full", max_steps=2, lr=1e-3), progress=False)
+    assert m["method"] == "full" and not (tmp_path / "run" / "adapter").exists()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged").state_dict()
+    changed = [k for k in base if not torch.equal(base[k], tuned[k])]
+    assert any("embed_tokens" in k for k in changed) and any("mlp.down_proj" in k for k in changed)
