@@ -101,4 +101,6 @@ def test_dpo_on_tool_built_preference_pairs_raises_chosen_over_rejected(embedded
     assert result["global_step"] == 4
     tuned, tok2, _ = load_causal_lm(tmp_path / "dpo" / "merged", dtype="float32", device="cpu")
     after = margins(tuned, tok2)
+    print(f"pairs {len(rows)}: mean chosen-rejected log-prob {sum(before) / len(before):.2f} -> "
+          f"{sum(after) / len(after):.2f}")
     assert sum(after) / len(after) > sum(before) / len(before) + 1.0, (before, after)
