@@ -192,3 +192,23 @@ def test_full_fine_tuning_saves_the_whole_model_and_changes_every_trained_matrix
     tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged").state_dict()
     changed = [k for k in base if not torch.equal(base[k], tuned[k])]
     assert any("embed_tokens" in k for k in changed) and any("mlp.down_proj" in k for k in changed)
+
+
+def test_two_processes_train_one_model_and_only_the_first_writes_it(tiny_model, tmp_path):
+    """The multi-GPU path (`accelerate launch` / torchrun, DDP) exercised with two CPU processes over gloo."""
+    import subprocess
+    import sys
+
+    data = _write(tmp_path, n=16)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xinstruct", "train", "sft", "--data", str(data), "--model", str(tiny_model), "--out", str(out),
+           "--max-steps", "2", "--batch-size", "2", "--max-length", "128", "--threads", "1", "--no-progress",
+           "--set", "gguf=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained lora (sft) on 16 examples") == 1  # one report, from the first process
+    m = json.loads((out / "train.json").read_text())
+    # each step saw 2 processes x batch 2 = 4 examples
+    assert m["global_step"] == 2 and m["epochs"] == 0.5
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -162,6 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from xinstruct.train.sft import TrainConfig, train_sft
 
         m = train_sft(load_config(TrainConfig, args.config, overrides), overwrite=args.overwrite, progress=progress)
+    from xinstruct.train.sft import is_main_process
+
+    if not is_main_process():  # under torchrun / accelerate launch, the first process reports
+        return 0
     out = Path(m["config"]["out"])
     tps = m.get("train_tokens_per_s")
     print(f"trained {m['method']} ({m['kind']}) on {m['examples']} examples ({m['rejected']} rejected): "
