@@ -211,4 +211,5 @@ def test_two_processes_train_one_model_and_only_the_first_writes_it(tiny_model, 
     m = json.loads((out / "train.json").read_text())
     # each step saw 2 processes x batch 2 = 4 examples
     assert m["global_step"] == 2 and m["epochs"] == 0.5
-    assert (out / "merged" / "model.safetensors").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "merged" / "model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
