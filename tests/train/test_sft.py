@@ -213,3 +213,15 @@ def test_two_processes_train_one_model_and_only_the_first_writes_it(tiny_model, 
     assert m["global_step"] == 2 and m["epochs"] == 0.5
     assert (out / "merged" / "model.safetensors").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_warmup_rounds_down_so_short_runs_start_learning_at_once(tiny_model, tmp_path):
+    from xinstruct.train.sft import warmup_steps
+
+    assert warmup_steps(TrainConfig(epochs=3, batch_size=4), 2) == 0  # 3 steps: no step at lr 0
+    assert warmup_steps(TrainConfig(epochs=3, batch_size=4), 1000) == 22  # 3% of 750
+    assert warmup_steps(TrainConfig(max_steps=100, warmup_ratio=0.1), 5) == 10
+    m = train_sft(_cfg(tiny_model, tmp_path, data=str(_write(tmp_path)), max_steps=3, warmup_ratio=0.03,
+                       merge=False), progress=False)
+    first = next(h for h in m["log_history"] if "learning_rate" in h)
+    assert first["step"] == 1 and first["learning_rate"] > 0

@@ -243,7 +243,7 @@ def dpo_dataset(examples: list[Example]) -> Any:
 def build_dpo_trainer(cfg: DPOTrainConfig, model: Any, tokenizer: Any, examples: list[Example], out: Path) -> Any:
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**common_args(cfg, out), beta=cfg.beta)
+    args = DPOConfig(**common_args(cfg, out, len(examples)), beta=cfg.beta)
     return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dpo_dataset(examples),
                       processing_class=tokenizer, peft_config=peft_config(cfg))
 

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -93,7 +94,15 @@ def peft_config(cfg: TrainConfig) -> Any:
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def common_args(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+def warmup_steps(cfg: TrainConfig, n_examples: int) -> int:
+    """`warmup_ratio` of the run's optimizer steps, rounded down: transformers rounds up, which spends the
+    first step of a 3-step run at learning rate 0."""
+    per_step = cfg.batch_size * cfg.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * math.ceil(n_examples / per_step))
+    return int(cfg.warmup_ratio * total)
+
+
+def common_args(cfg: TrainConfig, out: Path, n_examples: int) -> dict[str, Any]:
     """TrainingArguments shared by the SFT and DPO configs."""
     import torch
 
@@ -108,11 +117,10 @@ def common_args(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         dataloader_num_workers=0, disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
     )
-    # transformers 5 takes a warmup fraction as a float `warmup_steps` < 1; 4.x has `warmup_ratio`.
     from transformers import TrainingArguments
 
     fields = TrainingArguments.__dataclass_fields__
-    args["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = cfg.warmup_ratio
+    args["warmup_steps"] = warmup_steps(cfg, n_examples)
     args["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = \
         cfg.gradient_checkpointing
     args.update(cfg.trainer)
@@ -194,7 +202,7 @@ def sft_dataset(examples: list[Example]) -> Any:
 def build_sft_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list[Example], out: Path) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**common_args(cfg, out), completion_only_loss=True, packing=False)
+    args = SFTConfig(**common_args(cfg, out, len(examples)), completion_only_loss=True, packing=False)
     return SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tokenizer,
                       peft_config=peft_config(cfg))
 
