@@ -137,8 +137,8 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
 
 
-def _shards(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    shard: list[Record] = []
+def _shards(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    shard: list[Any] = []
     for r in records:
         shard.append(r)
         if len(shard) == size:
@@ -148,12 +148,14 @@ def _shards(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
         yield shard
 
 
-StepFn = Callable[[Sequence[Record]], tuple[list[Record], list[Reject]]]
+# A step maps a batch of input items (records, or any other unit) to output records (or JSON rows) and rejects.
+StepFn = Callable[[Sequence[Any]], tuple[list[Any], list[Reject]]]
 
 
-def run_sharded(name: str, key: str, records: Iterable[Record], n_records: int, step: StepFn, batch_size: int,
-                cfg: CurateConfig, work: Path) -> tuple[Path, StageStats]:
-    """Apply `step` to `records` in shards of `cfg.shard_size`, each written atomically once finished.
+def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, step: StepFn, batch_size: int,
+                cfg: Any, work: Path) -> tuple[Path, StageStats]:
+    """Apply `step` to `records` in shards of `cfg.shard_size`, each written atomically once finished
+    (`cfg` is any config with `shard_size` and `progress`).
 
     A shard file that exists is never redone, so a killed run resumes at the first unfinished shard.
     """
@@ -172,7 +174,7 @@ def run_sharded(name: str, key: str, records: Iterable[Record], n_records: int, 
             lines: list[str] = []
             for b in range(0, len(shard), batch_size):
                 kept, rejects = step(shard[b : b + batch_size])
-                lines += [dumps({"record": r.to_dict()}) for r in kept]
+                lines += [dumps({"record": r if isinstance(r, dict) else r.to_dict()}) for r in kept]
                 lines += [dumps({"reject": r.to_dict()}) for r in rejects]
                 bar.update(len(shard[b : b + batch_size]))
             with atomic_write(path) as f:

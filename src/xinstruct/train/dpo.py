@@ -18,17 +18,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from xinstruct.curate.langid import default_identifier
 from xinstruct.curate.refine import PairJudge, RefineConfig
-from xinstruct.io import atomic_write, dumps, read_jsonl, write_jsonl
+from xinstruct.io import atomic_write, read_jsonl, write_jsonl
 from xinstruct.llm import LLM, CachedLLM, ChatRequest, GenerationParams, ModelConfig, RequestCache, load_llm
+from xinstruct.pipeline import run_sharded
 from xinstruct.records import Reject, stable_hash
 from xinstruct.train.formats import Example
 from xinstruct.train.sft import TrainConfig, _train, common_args, peft_config
@@ -152,27 +152,17 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
 
     t0 = time.perf_counter()
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "cache", "progress", "limit")}
-    key = stable_hash(settings, [e.to_row() for e in examples])
-    folder = out / "work" / f"preferences-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
     builder: PreferenceBuilder | None = None
-    resumed = 0
+
+    def step(batch: Sequence[Example]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        nonlocal builder
+        if builder is None:  # models load only when a shard is left to do
+            builder = PreferenceBuilder(cfg, get(cfg.policy, policy), get(cfg.judge, judge))
+        return builder(batch)
+
     try:
-        with tqdm(total=len(examples), desc="preferences", unit="prompt", disable=not cfg.progress) as bar:
-            for s in range(0, len(examples), cfg.shard_size):
-                shard = examples[s : s + cfg.shard_size]
-                path = folder / f"shard-{s // cfg.shard_size:05d}.jsonl"
-                if path.is_file():
-                    resumed += 1
-                    bar.update(len(shard))
-                    continue
-                if builder is None:
-                    builder = PreferenceBuilder(cfg, get(cfg.policy, policy), get(cfg.judge, judge))
-                rows, rejects = builder(shard)
-                with atomic_write(path) as f:
-                    f.write("".join(dumps({"row": r}) + "\n" for r in rows))
-                    f.write("".join(dumps({"reject": r.to_dict()}) + "\n" for r in rejects))
-                bar.update(len(shard))
+        folder, stats = run_sharded("preferences", stable_hash(settings, [e.to_row() for e in examples]), examples,
+                                    len(examples), step, cfg.shard_size, cfg, out / "work")
     finally:
         for llm in loaded.values():
             llm.close()
@@ -180,20 +170,18 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
     rows, rejects = [], [r.to_dict() for r in mix.rejects]
     for path in sorted(folder.glob("shard-*.jsonl")):
         for item in read_jsonl(path):
-            (rows.append(item["row"]) if "row" in item else rejects.append(item["reject"]))
+            (rows.append(item["record"]) if "record" in item else rejects.append(item["reject"]))
     write_jsonl(out / "preferences.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects)
-    reasons: dict[str, int] = {}
-    for r in rejects:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+
     def picked(row: dict[str, Any], side: str) -> dict[str, Any]:
         return next(c for c in row["candidates"] if c["text"] == row[side][0]["content"])
 
     manifest = {"prompts": len(examples), "pairs": len(rows), "rejected": len(rejects),
-                "rejects_by_reason": reasons,
+                "rejects_by_reason": dict(Counter(r["reason"] for r in rejects)),
                 "chosen_reference": sum(picked(r, "chosen")["reference"] for r in rows),
                 "rejected_wrong_language": sum(not picked(r, "rejected")["lang_ok"] for r in rows),
-                "seconds": round(time.perf_counter() - t0, 1), "shards_resumed": resumed,
+                "seconds": round(time.perf_counter() - t0, 1), "shards_resumed": stats.extra["shards_resumed"],
                 "config": dataclasses.asdict(cfg)}
     with atomic_write(out / "manifest.json") as f:
         json.dump(manifest, f, indent=2, ensure_ascii=False)
