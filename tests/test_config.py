@@ -36,3 +36,15 @@ def test_backend_resolution():
     assert ModelConfig(model="qwen", base_url="http://127.0.0.1:1/v1").resolved_backend() == "openai"
     with pytest.raises(ValueError, match="unknown backend"):
         ModelConfig(backend="tgi").resolved_backend()
+
+
+def test_command_defaults_sit_under_the_file_and_the_flags(tmp_path):
+    from xinstruct.config import load_config
+    from xinstruct.train.sft import TrainConfig
+
+    defaults = {"max_length": 1024, "epochs": 2, "out": "runs/backward"}
+    assert (load_config(TrainConfig, defaults=defaults).out, TrainConfig().out) == ("runs/backward", "runs/sft")
+    f = tmp_path / "t.yaml"
+    f.write_text("out: runs/mine\nmax_length: 256\n")
+    cfg = load_config(TrainConfig, f, ["max_length=128"], defaults=defaults)
+    assert (cfg.out, cfg.max_length, cfg.epochs) == ("runs/mine", 128, 2)

@@ -96,8 +96,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     return load_config(CurateConfig, path, overrides)
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Any config dataclass from an optional YAML file plus `key.path=value` overrides."""
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                defaults: dict[str, Any] | None = None) -> Any:
+    """Any config dataclass from an optional YAML file plus `key.path=value` overrides. `defaults` are
+    top-level settings that replace the dataclass's own for one command; the file and overrides beat them."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -106,4 +108,5 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"recipe {p} must be a YAML mapping")
+    data = {**(defaults or {}), **data}
     return from_dict(cls, apply_overrides(data, overrides or []))

@@ -56,8 +56,9 @@ def weights_fingerprint(path: Path) -> str:
     files' names, sizes and modification times (a re-saved model is then a cache miss, never a wrong hit)."""
     from xinstruct.train.model import read_model_meta
 
-    if path.is_dir() and read_model_meta(path).get("weights_sha256"):
-        return str(read_model_meta(path)["weights_sha256"])[:12]
+    recorded = read_model_meta(path).get("weights_sha256") if path.is_dir() else None
+    if recorded:
+        return str(recorded)[:12]
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     return stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files], n=12)
 

@@ -65,8 +65,6 @@ def train_backward(cfg: TrainConfig, *, seeds: str | None = None, records: str |
     random.Random(cfg.seed).shuffle(examples)
     cfg.task, cfg.format = "backward", "chat"
     cfg.data = cfg.data or f"seeds:{seeds or 'packaged'}" + (f"+records:{records}" if records else "")
-    mix = Mix(examples, rejects, {"backward": {"rows": len(examples) + len(rejects), "rejected": len(rejects),
-                                               "examples": len(examples), "used": len(examples),
-                                               "seeds": seeds or "packaged", "records": records}})
+    mix = Mix.of("backward", examples, rejects, seeds=seeds or "packaged", records=records)
     return train_sft(cfg, overwrite=overwrite, mix=mix, progress=progress)
 

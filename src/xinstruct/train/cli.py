@@ -153,10 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from xinstruct.train.sft import TrainConfig
 
         # texts are cut to 500 characters: up to ~700 tokens in Tamil, with the prompt
-        defaults = ["max_length=1024", "epochs=2"] if args.config is None else []
-        cfg = load_config(TrainConfig, args.config, defaults
-                          + [o for o in overrides if not o.startswith("out=")]
-                          + [f"out={json.dumps(args.out or 'runs/backward')}"])
+        cfg = load_config(TrainConfig, args.config, overrides,
+                          defaults={"max_length": 1024, "epochs": 2, "out": "runs/backward"})
         m = train_backward(cfg, seeds=args.seeds, records=args.records, overwrite=args.overwrite, progress=progress)
     else:
         from xinstruct.train.sft import TrainConfig, train_sft

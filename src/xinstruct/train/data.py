@@ -56,6 +56,12 @@ class Mix:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per source: read, rejected, used
     unsampled: list[Example] = field(default_factory=list)  # left out by a source's ratio < 1
 
+    @classmethod
+    def of(cls, name: str, examples: list[Example], rejects: list[Reject], **info: Any) -> Mix:
+        """One source used whole (backward seeds, preference pairs)."""
+        return cls(examples, rejects, {name: {"rows": len(examples) + len(rejects), "rejected": len(rejects),
+                                              "examples": len(examples), "used": len(examples), **info}})
+
 
 def load_aliases(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None:

@@ -246,7 +246,6 @@ def train_dpo(cfg: DPOTrainConfig, *, overwrite: bool = False, progress: bool = 
     examples, rejects = preference_examples(cfg.data)
     if not examples:
         raise ValueError(f"{cfg.data} holds no preference pairs")
-    mix = Mix(examples, rejects, {cfg.data: {"rows": len(examples) + len(rejects), "rejected": len(rejects),
-                                             "examples": len(examples), "used": len(examples)}})
+    mix = Mix.of(cfg.data, examples, rejects)
     return _train(cfg, Path(cfg.out), mix, kind="dpo", overwrite=overwrite, progress=progress,
                   trainer_fn=build_dpo_trainer)

@@ -62,22 +62,27 @@ def write_model_meta(folder: Path, meta: dict[str, Any]) -> None:
         json.dump(meta, f, indent=2, ensure_ascii=False)
 
 
+def render_text(tokenizer: Any, prompt: list[dict[str, str]] | str,
+                completion: list[dict[str, str]] | str) -> tuple[str, str]:
+    """(prompt text, prompt + completion text) as training lays them out: the chat template for chat
+    messages, plain text plus EOS for string prompts (the Alpaca format)."""
+    if isinstance(prompt, str):
+        return prompt, prompt + str(completion) + (tokenizer.eos_token or "")
+    return (tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+            tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False))
+
+
 def completion_logprob(model: Any, tokenizer: Any, prompt: list[dict[str, str]] | str,
                        completion: list[dict[str, str]] | str) -> float:
     """Sum of log-probabilities of the completion's tokens given the prompt, as the chat template
     (or plain text, for string prompts) lays them out; the measure DPO moves."""
     import torch
 
-    if isinstance(prompt, str):
-        prefix, full = prompt, prompt + str(completion) + (tokenizer.eos_token or "")
-    else:
-        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+    prefix, full = render_text(tokenizer, prompt, completion)
     if not full.startswith(prefix):
         raise ValueError("the chat template does not extend the prompt with the answer; cannot score completions")
-    p_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    n = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    n = len(p_ids)
     device = next(model.parameters()).device
     x = torch.tensor([ids], device=device)
     with torch.no_grad():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import re
@@ -25,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.io import atomic_write, write_jsonl
+from xinstruct.pipeline import versions
 from xinstruct.records import Reject, stable_hash
 from xinstruct.train.data import Mix
 from xinstruct.train.formats import ALPACA_CHAT_TEMPLATE, FORMATS, Example
-
-log = logging.getLogger(__name__)
+from xinstruct.train.model import load_for_training, render_text, write_model_meta
 
 
 @dataclass
@@ -184,11 +183,7 @@ def filter_too_long(examples: list[Example], tokenizer: Any, max_length: int) ->
 
 
 def prompt_and_completion_tokens(e: Example, tokenizer: Any) -> tuple[int, int]:
-    if isinstance(e.prompt, str):
-        prefix, full = e.prompt, e.prompt + str(e.completion) + (tokenizer.eos_token or "")
-    else:
-        prefix = tokenizer.apply_chat_template(e.prompt, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(list(e.prompt) + list(e.completion), tokenize=False)
+    prefix, full = render_text(tokenizer, e.prompt, e.completion)
     p = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
     return p, len(tokenizer(full, add_special_tokens=False)["input_ids"]) - p
 
@@ -237,9 +232,9 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
         write_data(out, mix, too_long)
     manifest_path = out / "train.json"
     final = out / ("adapter" if cfg.method == "lora" else "model")
-    done = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("finished") and final.is_dir()
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     load_s = time.perf_counter() - t0
-    if not done:
+    if not (previous.get("finished") and final.is_dir()):
         build = trainer_fn or build_sft_trainer
         trainer = build(cfg, model, tok, examples, out)
         if not progress:
@@ -260,7 +255,8 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
             "epochs": trainer.state.epoch, "train_loss": result.training_loss, "seconds": {
                 "load": round(load_s, 2), "train": round(train_s, 2)},
             "train_tokens_per_s": _tokens_per_s(history, train_s) if not resume else None,
-            "log_history": history, "config": dataclasses.asdict(cfg), "versions": _versions(),
+            "log_history": history, "config": dataclasses.asdict(cfg),
+            "versions": versions(("trl", "peft", "accelerate")),
         }
         if not main:  # under `accelerate launch` with several processes, the first one writes the results
             return manifest
@@ -268,8 +264,7 @@ def _train(cfg: TrainConfig, out: Path, mix: Mix, *, kind: str, overwrite: bool,
         with atomic_write(manifest_path) as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
     else:
-        manifest = json.loads(manifest_path.read_text())
-        trained = None
+        manifest, trained = previous, None
     if cfg.merge and not (out / "merged" / "config.json").is_file():
         if trained is None:
             trained = _reload_trained(cfg, model, final)
@@ -291,12 +286,6 @@ def _tokens_per_s(history: list[dict[str, Any]], seconds: float) -> float | None
     return round(n / seconds, 1) if n and seconds > 0 else None
 
 
-def load_for_training(model: str, dtype: str) -> tuple[Any, Any, Path]:
-    from xinstruct.train.model import load_for_training as load
-
-    return load(model, dtype)
-
-
 def _reload_trained(cfg: TrainConfig, model: Any, final: Path) -> Any:
     if cfg.method == "lora":
         from peft import PeftModel
@@ -309,8 +298,6 @@ def _reload_trained(cfg: TrainConfig, model: Any, final: Path) -> Any:
 
 def save_merged(trained: Any, tokenizer: Any, folder: Path, *, base: Path, cfg: TrainConfig, kind: str) -> None:
     """Merge a LoRA adapter into its base and save one standalone folder (plus a GGUF when the base was one)."""
-    from xinstruct.train.model import write_model_meta
-
     merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -358,8 +345,3 @@ def _plot_loss(history: list[dict[str, Any]], path: Path, kind: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def _versions() -> dict[str, str]:
-    from xinstruct.pipeline import versions
-
-    return versions(("trl", "peft", "accelerate"))
