@@ -233,7 +233,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     work = out / "work"
     t_start = time.perf_counter()
     cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    pool = _ModelPool(cache, llm)
+    pool = ModelPool(cache, llm)
     counts: dict[str, Any] = {}
     stage_info: dict[str, Any] = {}
     rejects: list[Reject] = []
@@ -388,7 +388,7 @@ def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work:
     return [records[i] for i in kept], [records[i] for i in dropped], info
 
 
-class _ModelPool:
+class ModelPool:
     """Loads each distinct model once (on its first cache miss) and shares it between stages."""
 
     def __init__(self, cache: RequestCache, llm: LLM | None = None):
@@ -421,7 +421,7 @@ class _ModelPool:
 class _StageLLM(LLM):
     """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
 
-    def __init__(self, pool: _ModelPool, cfg: ModelConfig):
+    def __init__(self, pool: ModelPool, cfg: ModelConfig):
         self._pool, self._cfg = pool, cfg
         self._m: CachedLLM | None = None
         self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = 0

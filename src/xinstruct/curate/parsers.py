@@ -6,6 +6,7 @@ A parser returns the value or a `ParseError` whose `reason` is a short code and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -144,6 +145,64 @@ def parse_response(answer: str, *, lang: str, original: str, finish_reason: str 
     return text
 
 
+@dataclass
+class PairwiseVerdict:
+    """A pairwise judge's verdict on answers A and B: the winner ("A", "B" or "tie"), why, and the two
+    scores where the judge gave scores instead of a choice."""
+
+    winner: str
+    reason: str
+    score_a: float | None = None
+    score_b: float | None = None
+
+
+def _verdict_object(answer: str) -> dict[str, Any] | ParseError:
+    try:
+        obj, _rest = _first_json_object(answer)
+    except ValueError as e:
+        return ParseError("judge_unparseable", f"no JSON verdict ({e}): {answer[:160]!r}")
+    if not isinstance(obj, dict):
+        return ParseError("judge_unparseable", f"the verdict is not a JSON object: {answer[:160]!r}")
+    return obj
+
+
+def parse_pairwise(answer: str, **_: Any) -> PairwiseVerdict | ParseError:
+    """{"reason": ..., "winner": "A" | "B" | "tie"}: the winner read only from that field, never guessed
+    from prose ("Assistant A is better" outside the JSON object does not count)."""
+    obj = _verdict_object(answer)
+    if isinstance(obj, ParseError):
+        return obj
+    winner = obj.get("winner")
+    w = winner.strip().strip(_QUOTES).strip().lower() if isinstance(winner, str) else None
+    w = {"a": "A", "b": "B", "tie": "tie", "[[a]]": "A", "[[b]]": "B", "[[c]]": "tie"}.get(w or "")
+    if w is None:
+        return ParseError("judge_unparseable", f"winner must be A, B or tie, not {winner!r}: {answer[:160]!r}")
+    reason = obj.get("reason")
+    return PairwiseVerdict(winner=w, reason=" ".join(reason.split()) if isinstance(reason, str) else "")
+
+
+def parse_pairwise_scores(answer: str, *, max_score: int = 10, **_: Any) -> PairwiseVerdict | ParseError:
+    """{"reason": ..., "score_a": 0-10, "score_b": 0-10} (X-Instruction's protocol): the higher score
+    wins, equal scores tie."""
+    obj = _verdict_object(answer)
+    if isinstance(obj, ParseError):
+        return obj
+    scores = []
+    for key in ("score_a", "score_b"):
+        v = obj.get(key)
+        if isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                v = float(v.strip())
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= max_score:
+            return ParseError("judge_unparseable", f"{key} must be a number from 0 to {max_score}, not {v!r}: "
+                                                   f"{answer[:160]!r}")
+        scores.append(float(v))
+    a, b = scores
+    reason = obj.get("reason")
+    return PairwiseVerdict(winner="A" if a > b else "B" if b > a else "tie", score_a=a, score_b=b,
+                           reason=" ".join(reason.split()) if isinstance(reason, str) else "")
+
+
 def load_template_with_parser(name_or_path: str) -> tuple[Any, Callable[..., Any]]:
     """A prompt template (packaged name or YAML path) and the parser it names."""
     from xinstruct.prompts import load_template
@@ -156,4 +215,5 @@ def load_template_with_parser(name_or_path: str) -> tuple[Any, Callable[..., Any
 
 
 PARSERS: dict[str, Callable[..., object]] = {"instruction_v1": parse_instruction, "judge_v1": parse_label,
-                                             "response_v1": parse_response}
+                                             "response_v1": parse_response,
+                                             "pairwise_v1": parse_pairwise, "pairwise_scores_v1": parse_pairwise_scores}

@@ -1,0 +1,248 @@
+"""`xinstruct infer` and `xinstruct eval run|judge|fidelity|mc|translation|qa|summarize|translate-questions|report`.
+
+Flags map onto the config dataclasses, which a YAML file (`--config`) also fills; `--set` reaches any
+other setting by its dotted path (e.g. `--set judge.options.n_ctx=4096`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+EPILOG_INFER = """\
+examples:
+  xinstruct infer --model embedded --out runs/eval/base/answers                 # packaged questions, 11 languages
+  xinstruct infer --model runs/demo-sft/merged --lang sw,ta --out runs/eval/sft/answers
+  xinstruct infer --questions question.jsonl --question-lang sw --base-url http://127.0.0.1:8000/v1 \\
+      --model gpt-4o-mini --label gpt4o-mini --out runs/eval/ref/answers
+  xinstruct infer --prompt '{question}\\n\\nAnswer in {language}.' --questions en.jsonl ...   # cross-lingual
+
+The same command run again resumes: finished shards are kept and finished calls come from OUT/cache.
+"""
+
+EPILOG_EVAL = """\
+examples:
+  xinstruct eval run --model embedded --out runs/eval/base                  # answers + language fidelity
+  xinstruct eval run --model runs/demo-sft/merged --out runs/eval/sft
+  xinstruct eval judge --candidate runs/eval/sft/answers --reference runs/eval/base/answers --out runs/eval/judge
+  xinstruct eval report runs/eval                                           # report.md, results.csv, plots/
+"""
+
+
+def _model_flags(p: argparse.ArgumentParser, prefix: str = "", what: str = "the model") -> None:
+    p.add_argument(f"--{prefix}model", help=f"{what}: 'embedded', a .gguf file, a local checkpoint folder, or the "
+                                            "served model name with --base-url")
+    p.add_argument(f"--{prefix}backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
+    p.add_argument(f"--{prefix}base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument(f"--{prefix}threads", type=int, help="llama.cpp decode threads")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings; flags override it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting by dotted path")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _overrides(args: argparse.Namespace, mapping: dict[str, str], model_key: str | None = "model",
+               prefix: str = "") -> list[str]:
+    a = vars(args)
+    flags = {key: a.get(flag) for flag, key in mapping.items()}
+    if model_key:
+        for f in ("model", "backend", "base_url"):
+            flags[f"{model_key}.{f}"] = a.get(prefix + f)
+        flags[f"{model_key}.options.n_threads"] = a.get(prefix + "threads")
+    out = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    return out + (["progress=false"] if a.get("no_progress") else []) + list(a.get("set") or [])
+
+
+def _infer_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions", help="question.jsonl file or folder of LANG.jsonl files (default: packaged set)")
+    p.add_argument("--lang", help="only these languages, comma-separated")
+    p.add_argument("--question-lang", help="the language of a question file whose rows and name do not say it")
+    p.add_argument("--label", help="the model's name in reports (default: from its path)")
+    p.add_argument("--prompt", help="user message template with {question} and {language}")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--limit", type=int, help="the first N questions per language")
+
+
+INFER_FLAGS = {"questions": "questions", "lang": "lang", "question_lang": "question_lang", "label": "label",
+               "prompt": "prompt", "system": "system", "max_tokens": "max_tokens", "limit": "limit", "out": "out",
+               "cache": "cache"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser("infer", help="answer a question set with any model (resumable, with provenance)",
+                       description="Answer every question of a Vicuna-format question set with a model; writes "
+                                   "OUT/answers.jsonl, rejects.jsonl and manifest.json.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_INFER)
+    _common(i)
+    _model_flags(i)
+    _infer_flags(i)
+    i.add_argument("--out", help="output folder (default: runs/infer)")
+    i.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
+    i.set_defaults(func=cmd_infer)
+
+    e = sub.add_parser("eval", help="evaluate models: judge, benchmarks, metrics, fidelity, report",
+                       description="Evaluate models; every command writes OUT/result.json with its config, and "
+                                   "`xinstruct eval report DIR` tabulates and plots them.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EVAL)
+    es = e.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
+
+    r = es.add_parser("run", help="answer the question set and measure language fidelity (infer + fidelity)",
+                      description="Answer a question set (default: the packaged one, 11 languages) with a model, "
+                                  "write OUT/answers/ and OUT/fidelity/ (result.json), and, with --reference, judge "
+                                  "the answers against that reference's into OUT/judge/.")
+    _common(r)
+    _model_flags(r)
+    _infer_flags(r)
+    r.add_argument("--out", required=True, help="output folder for this model's evaluation")
+    r.add_argument("--reference", help="answers of a reference model (folder or answers.jsonl) to judge against")
+    _model_flags(r, "judge-", "the judge (default: the embedded model)")
+    r.set_defaults(func=cmd_run)
+
+    j = es.add_parser("judge", help="pairwise LLM judge: candidate vs reference answers, both orders",
+                      description="Judge each question's candidate answer against the reference answer in both "
+                                  "orders; win/tie/loss per question, win rate (ties half), bootstrap CI and "
+                                  "length-controlled win rate per language. Writes OUT/judgments.jsonl, "
+                                  "rejects.jsonl and result.json.")
+    _common(j)
+    j.add_argument("--candidate", help="answers of the model under test (folder or answers.jsonl)")
+    j.add_argument("--reference", help="answers of the reference model")
+    j.add_argument("--out", help="output folder (default: runs/judge)")
+    _model_flags(j, "judge-", "the judge (default: the embedded model)")
+    j.add_argument("--template", help="judge_pairwise (A/B/tie, default), judge_scores (X-Instruction's 0-10 "
+                                      "scores) or a YAML template path")
+    j.add_argument("--orders", type=int, choices=[1, 2], help="2: both orders (default); 1: candidate first only")
+    j.add_argument("--off-language", choices=["judge", "lose"],
+                   help="lose: an answer not in the question's language loses to one that is (x-LLM's rule)")
+    j.add_argument("--lang", help="only these languages")
+    j.add_argument("--task", help="the question set's name in reports (default: questions)")
+    j.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
+    j.set_defaults(func=cmd_judge)
+
+    f = es.add_parser("fidelity", help="share of answers written in the asked language (language-ID)",
+                      description="Language-ID every answer and write the share in the asked language per "
+                                  "language to OUT/result.json (default OUT: ANSWERS/fidelity).")
+    f.add_argument("answers", help="answers folder or answers.jsonl")
+    f.add_argument("--out")
+    f.add_argument("--langid", choices=["py3langid", "lingua"])
+    f.add_argument("--min-prob", type=float)
+    f.add_argument("--label")
+    f.set_defaults(func=cmd_fidelity)
+
+    t = es.add_parser("translate-questions", help="translate a question set into other languages with any model",
+                      description="Translate one language of a question set into others; writes OUT/LANG.jsonl "
+                                  "(usable as --questions) and rejects.jsonl (failed, truncated, wrong language).")
+    _common(t)
+    _model_flags(t)
+    t.add_argument("--questions", help="question file or folder (default: packaged set)")
+    t.add_argument("--source-lang", help="the language to translate from (default: en)")
+    t.add_argument("--to", required=True, help="target languages, comma-separated")
+    t.add_argument("--out", help="output folder (default: runs/questions)")
+    t.add_argument("--cache")
+    t.set_defaults(func=cmd_translate_questions)
+
+    rep = es.add_parser("report", help="tabulate and plot every result.json under DIR",
+                        description="Write DIR/report.md, DIR/results.csv and DIR/plots/*.png from every "
+                                    "result.json under DIR.")
+    rep.add_argument("dir")
+    rep.add_argument("--out", help="where to write (default: DIR)")
+    rep.set_defaults(func=cmd_report)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.infer import InferConfig, run_infer
+
+    m = run_infer(load_config(InferConfig, args.config, _overrides(args, INFER_FLAGS)))
+    _print_answers(m)
+    return 0
+
+
+def _print_answers(m: dict[str, Any]) -> None:
+    c = m["calls"]
+    by_lang = ", ".join(f"{k} {v}" for k, v in m["answers_by_lang"].items())
+    print(f"{m['answers']} answers from {m['model']['label']} ({by_lang}); {m['rejected']} rejected; "
+          f"{m['stopped_by_length']} hit the token limit; calls: {c['generated']} new, {c['cache_hits']} cached; "
+          f"{m['seconds']} s")
+    print(f"wrote {Path(m['config']['out']) / 'answers.jsonl'}, rejects.jsonl, manifest.json")
+
+
+def _fidelity_line(res: dict[str, Any]) -> str:
+    per = ", ".join(f"{k} {v['fidelity']:.0f}%" for k, v in res["metrics"].items() if v["fidelity"] is not None)
+    return f"language fidelity of {res['model']['label']}: {res['overall']['fidelity']}% overall ({per})"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.fidelity import FidelityConfig, run_fidelity
+    from xinstruct.evaluate.infer import InferConfig, run_infer
+
+    out = Path(args.out)
+    flags = {k: v for k, v in INFER_FLAGS.items() if k != "out"}
+    cfg = load_config(InferConfig, args.config, _overrides(args, flags) + [f"out={json.dumps(str(out / 'answers'))}"])
+    m = run_infer(cfg)
+    _print_answers(m)
+    res = run_fidelity(FidelityConfig(answers=str(out / "answers"), out=str(out / "fidelity")))
+    print(_fidelity_line(res))
+    if args.reference:
+        from xinstruct.evaluate.judge import JudgeConfig, run_judge
+
+        jcfg = load_config(JudgeConfig, None, _overrides(args, {}, "judge", "judge_") + [
+            f"candidate={json.dumps(str(out / 'answers'))}", f"reference={json.dumps(args.reference)}",
+            f"out={json.dumps(str(out / 'judge'))}"] + (["progress=false"] if args.no_progress else []))
+        _print_judge(run_judge(jcfg))
+    return 0
+
+
+def _print_judge(res: dict[str, Any]) -> None:
+    o = res["overall"]
+    print(f"{res['model'].get('label')} vs {res['reference'].get('label')}: win {o['win']}, tie {o['tie']}, "
+          f"loss {o['loss']}, unparsed {o['unparsed']} -> win rate {o['win_rate']}% "
+          f"[{o['ci_low']}, {o['ci_high']}], length-controlled {o['lc_win_rate']}%")
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.judge import JudgeConfig, run_judge
+
+    mapping = {k: k for k in ("candidate", "reference", "out", "template", "orders", "off_language", "lang", "task",
+                              "cache")}
+    res = run_judge(load_config(JudgeConfig, args.config, _overrides(args, mapping, "judge", "judge_")))
+    _print_judge(res)
+    print(f"wrote {Path(res['config']['out']) / 'judgments.jsonl'}, rejects.jsonl, result.json")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from xinstruct.evaluate.fidelity import FidelityConfig, run_fidelity
+
+    cfg = FidelityConfig(answers=args.answers, out=args.out, label=args.label)
+    if args.langid:
+        cfg.langid = args.langid
+    if args.min_prob is not None:
+        cfg.min_prob = args.min_prob
+    print(_fidelity_line(run_fidelity(cfg)))
+    return 0
+
+
+def cmd_translate_questions(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.infer import TranslateQuestionsConfig, translate_questions
+
+    mapping = {"questions": "questions", "source_lang": "source_lang", "to": "to", "out": "out", "cache": "cache"}
+    m = translate_questions(load_config(TranslateQuestionsConfig, args.config, _overrides(args, mapping)))
+    print(f"translated {sum(m['translated'].values())} questions ({m['translated']}); {m['rejected']} rejected "
+          f"({m['rejects_by_reason']}); wrote {m['config']['out']}/LANG.jsonl and rejects.jsonl")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xinstruct.evaluate.report import build_eval_report
+
+    s = build_eval_report(args.dir, args.out)
+    print(f"{s['results']} results -> wrote {s['report']}, results.csv and {len(s['plots'])} plots")
+    return 0

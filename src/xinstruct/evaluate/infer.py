@@ -1,0 +1,188 @@
+"""`xinstruct infer`: answer a question set with any model, resumably, with provenance; and
+`xinstruct eval translate-questions`: carry a question set into other languages with any model.
+
+    OUT/answers.jsonl   one row per question: question_id, lang, category, question, answer, the model
+                        (label, backend, model_id), the messages sent, generation parameters, token counts
+    OUT/rejects.jsonl   unusable question rows and failed calls, each with its reason
+    OUT/manifest.json   the config, counts and call statistics
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xinstruct.evaluate.questions import PACKAGED, Question, read_questions
+from xinstruct.evaluate.runner import PromptItem, answer_prompts, default_label, dump_config
+from xinstruct.io import atomic_write, write_jsonl
+from xinstruct.languages import language_name
+from xinstruct.llm import LLM, GenerationParams, ModelConfig
+
+
+def parse_langs(value: str | None) -> set[str] | None:
+    if not value or value == "all":
+        return None
+    return {x.strip().lower() for x in value.split(",") if x.strip()}
+
+
+@dataclass
+class InferConfig:
+    questions: str = PACKAGED  # a question.jsonl file, a folder of them, or "packaged"
+    out: str = "runs/infer"
+    lang: str | None = None  # only these languages (comma-separated); default: all in the set
+    question_lang: str | None = None  # the language of a file whose rows and name do not say it
+    model: ModelConfig = field(default_factory=ModelConfig)
+    label: str | None = None  # the model's name in reports (default: from its path)
+    # The user message; {question} and {language} (the question's language name) are filled in. The default
+    # asks the question as it is; "{question}\n\nAnswer in {language}." is the cross-lingual setting.
+    prompt: str = "{question}"
+    system: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+    limit: int | None = None  # the first N questions of each language
+    shard_size: int = 32
+    batch_size: int = 8
+    cache: str | None = None
+    progress: bool = True
+
+
+def question_items(questions: list[Question], prompt: str, system: str | None) -> list[PromptItem]:
+    items = []
+    for q in questions:
+        user = prompt.format(question=q.text, language=language_name(q.lang))
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        items.append(PromptItem(q.question_id, q.lang, messages, {"question_id": q.question_id, "category": q.category,
+                                                                   "question": q.text}, q.source))
+    return items
+
+
+def _limit(questions: list[Question], n: int | None) -> list[Question]:
+    if n is None:
+        return questions
+    seen: Counter[str] = Counter()
+    out = []
+    for q in questions:
+        seen[q.lang] += 1
+        if seen[q.lang] <= n:
+            out.append(q)
+    return out
+
+
+def _manifest(out: Path, data: dict[str, Any]) -> None:
+    with atomic_write(out / "manifest.json") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
+
+
+def run_infer(cfg: InferConfig, llm: LLM | None = None) -> dict[str, Any]:
+    """Answer every question; returns the manifest. A rerun skips finished shards and cached calls."""
+    out = Path(cfg.out)
+    questions, rejects = read_questions(cfg.questions, lang=cfg.question_lang, langs=parse_langs(cfg.lang))
+    questions = _limit(questions, cfg.limit)
+    if not questions:
+        raise ValueError(f"no questions to answer in {cfg.questions}" + (f" for languages {cfg.lang}" if cfg.lang
+                                                                          else ""))
+    t0 = time.perf_counter()
+    params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
+    label = cfg.label or default_label(cfg.model)
+    ans = answer_prompts("infer", question_items(questions, cfg.prompt, cfg.system), cfg.model, params, out,
+                         label=label, cfg=cfg, cache=cfg.cache, batch_size=cfg.batch_size, llm=llm)
+    rows = [{"question_id": r.pop("id"), **r} for r in ans.rows]
+    write_jsonl(out / "answers.jsonl", rows)
+    write_jsonl(out / "rejects.jsonl", rejects + ans.rejects)
+    manifest = {"kind": "answers", "model": ans.model, "questions": len(questions), "answers": len(rows),
+                "rejected": len(rejects) + len(ans.rejects),
+                "answers_by_lang": dict(sorted(Counter(r["lang"] for r in rows).items())),
+                "stopped_by_length": sum(r["finish_reason"] == "length" for r in rows),
+                "seconds": round(time.perf_counter() - t0, 2), "calls": ans.calls, "config": dump_config(cfg)}
+    _manifest(out, manifest)
+    return manifest
+
+
+# ---- translating a question set ----------------------------------------------------------------
+
+TRANSLATE_PROMPT_VERSION = "translate_question@1"
+TRANSLATE_SYSTEM = "You are a professional translator."
+TRANSLATE_USER = ("Translate this {source} question into {target}. Keep its meaning, names and numbers; do not "
+                  "answer it. Reply with only the {target} translation.\n\n{question}")
+
+
+@dataclass
+class TranslateQuestionsConfig:
+    questions: str = PACKAGED
+    source_lang: str = "en"  # which language of the set to translate from
+    to: str = ""  # target languages, comma-separated
+    out: str = "runs/questions"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    max_tokens: int = 512
+    min_prob: float = 0.5  # language-ID probability a translation needs to count as the target language
+    shard_size: int = 32
+    batch_size: int = 8
+    cache: str | None = None
+    progress: bool = True
+
+
+def clean_translation(text: str) -> str:
+    t = re.sub(r"^\s*(?:here is |here's )?(?:the )?translation\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    return t.strip().strip("\"“”«»").strip()
+
+
+def translate_questions(cfg: TranslateQuestionsConfig, llm: LLM | None = None) -> dict[str, Any]:
+    """Write OUT/LANG.jsonl (the same question_ids and categories) for each target language, and
+    OUT/rejects.jsonl: failed calls, truncated answers and answers language-ID does not read as the target."""
+    from xinstruct.curate.langid import default_identifier
+
+    targets = sorted(parse_langs(cfg.to) or [])
+    if not targets:
+        raise ValueError("no target languages: pass --to sw,ta,...")
+    src_q, rejects = read_questions(cfg.questions, langs={cfg.source_lang})
+    if not src_q:
+        raise ValueError(f"{cfg.questions} has no {cfg.source_lang} questions to translate")
+    items = []
+    for tgt in targets:
+        for q in src_q:
+            user = TRANSLATE_USER.format(source=language_name(cfg.source_lang), target=language_name(tgt),
+                                         question=q.text)
+            items.append(PromptItem(q.question_id, tgt, [{"role": "system", "content": TRANSLATE_SYSTEM},
+                                                         {"role": "user", "content": user}],
+                                    {"category": q.category, "source_text": q.text}, q.source))
+    out = Path(cfg.out)
+    params = GenerationParams(max_tokens=cfg.max_tokens)
+    ans = answer_prompts("translate-questions", items, cfg.model, params, out, label=default_label(cfg.model),
+                         cfg=cfg, cache=cfg.cache, batch_size=cfg.batch_size, llm=llm)
+    ident = default_identifier()
+    by_lang: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    rejects += ans.rejects
+    for r in ans.rows:
+        text = clean_translation(r["answer"])
+        why = None
+        if r["finish_reason"] == "length":
+            why = ("truncated", "the translation hit the token limit")
+        elif not text:
+            why = ("empty", "the model returned no translation")
+        elif ident.supports(r["lang"]):
+            ok, detected, p = ident.is_language(text, r["lang"], cfg.min_prob)
+            if not ok:
+                why = ("wrong_language", f"detected {detected}, p({r['lang']})={p:.2f}")
+        if why:
+            rejects.append({"stage": "translate-questions", "reason": why[0], "unit": "question", "id": r["id"],
+                            "detail": f"question {r['id']} -> {r['lang']}: {why[1]}: {text[:120]!r}", "record": r,
+                            "source": r["source"]})
+            continue
+        by_lang[r["lang"]].append({"question_id": r["id"], "text": text, "category": r["category"], "lang": r["lang"],
+                                   "meta": {"source_lang": cfg.source_lang, "source_text": r["source_text"],
+                                            "translated_by": r["model"], "prompt": TRANSLATE_PROMPT_VERSION}})
+    for lang, rows in by_lang.items():
+        write_jsonl(out / f"{lang}.jsonl", rows)
+    write_jsonl(out / "rejects.jsonl", rejects)
+    manifest = {"kind": "questions", "source_lang": cfg.source_lang, "targets": targets,
+                "translated": {k: len(v) for k, v in by_lang.items()}, "rejected": len(rejects),
+                "rejects_by_reason": dict(Counter(r["reason"] for r in rejects)), "model": ans.model,
+                "calls": ans.calls, "config": dump_config(cfg)}
+    _manifest(out, manifest)
+    return manifest

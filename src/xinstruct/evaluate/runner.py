@@ -1,0 +1,139 @@
+"""Answer a list of prompts with one model, sharded, cached and resumable: the engine under `xinstruct infer`
+and the generation tasks (translation, QA, summarisation), so they all resume the same way.
+
+A prompt's answer is written once its shard finishes; every call is also in the request cache, so a run
+killed inside a shard redoes only the calls it had not finished. A failed call is a reject (with the
+prompt), never a silent gap; a rerun retries it, because failures are not cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xinstruct.config import to_dict
+from xinstruct.io import read_jsonl
+from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig, RequestCache
+from xinstruct.llm.embedded import EMBEDDED_LLM
+from xinstruct.records import Reject, stable_hash
+
+RUNNER_FORMAT = "1"  # bump when the rows written for the same prompts and settings change
+
+
+@dataclass
+class PromptItem:
+    """One prompt to answer: `fields` are copied into the answer row (question, category, references...)."""
+
+    id: str
+    lang: str
+    messages: list[dict[str, str]]
+    fields: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # file:line it came from
+
+
+def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """What identifies the model's weights without loading it: a file fingerprint for GGUF files, the
+    recorded weights hash (or file stats) for checkpoint folders, the URL and name for servers."""
+    from xinstruct.llm.hf import weights_fingerprint
+    from xinstruct.llm.llamacpp import file_fingerprint
+
+    backend = cfg.resolved_backend()
+    ident: dict[str, Any] = {"model": cfg.model, "backend": backend, "options": cfg.options}
+    if backend == "openai":
+        ident["base_url"] = cfg.base_url
+        return ident
+    path = Path(cfg.model)
+    if cfg.model == EMBEDDED_LLM:
+        from xinstruct.llm.embedded import smollm2_gguf
+
+        path = smollm2_gguf()
+    if path.is_file():
+        ident["weights"] = file_fingerprint(path)
+    elif path.is_dir():
+        ident["weights"] = weights_fingerprint(path)
+    else:
+        raise FileNotFoundError(f"model not found: {cfg.model} (a .gguf file, a checkpoint folder, 'embedded', "
+                                "or a served model name with --base-url)")
+    return ident
+
+
+def default_label(cfg: ModelConfig) -> str:
+    """A short name for reports: the folder or file name (`merged` is named by its run folder)."""
+    if cfg.model == EMBEDDED_LLM:
+        return "embedded"
+    p = Path(cfg.model)
+    if p.name in ("merged", "adapter") and p.parent.name:
+        return p.parent.name
+    return p.stem if p.suffix == ".gguf" and p.stem != "model" else (p.parent.name if p.stem == "model" else p.name)
+
+
+@dataclass
+class Answers:
+    rows: list[dict[str, Any]]
+    rejects: list[dict[str, Any]]
+    model: dict[str, Any]
+    calls: dict[str, Any]
+
+
+def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, params: GenerationParams, out: Path,
+                   *, label: str, cfg: Any, cache: str | Path | None = None, batch_size: int = 8,
+                   llm: LLM | None = None) -> Answers:
+    """Answer every item; rows keep the item's fields plus `answer`, the model and the call's details.
+
+    `cfg` is any config with `shard_size` and `progress`; `llm` replaces loading `model` (tests).
+    """
+    from xinstruct.pipeline import ModelPool, run_sharded
+
+    ids = [(i.lang, i.id) for i in items]
+    if len(set(ids)) != len(ids):
+        dup = next(x for x in ids if ids.count(x) > 1)
+        raise ValueError(f"{name}: two prompts share the id {dup[1]!r} in language {dup[0]!r}")
+    request_cache = RequestCache(cache or out / "cache" / "llm.sqlite")
+    pool = ModelPool(request_cache, llm)
+    stage = pool.stage_llm(model)
+    p = params.to_dict()
+    p.pop("json_schema", None)
+
+    def step(batch: Sequence[PromptItem]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        gens = stage.generate([ChatRequest(tuple(i.messages), params) for i in batch])
+        rows, rejects = [], []
+        for item, g in zip(batch, gens, strict=True):
+            if g.error is not None:
+                rejects.append(Reject(stage=name, reason="llm_error", detail=f"{item.source or item.id}: {g.error}",
+                                      unit="prompt", id=item.id, source=item.source, record=dataclasses.asdict(item)))
+                continue
+            rows.append({**item.fields, "id": item.id, "lang": item.lang, "answer": g.text.strip(),
+                         "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                         "completion_tokens": g.completion_tokens, "messages": item.messages,
+                         "model": {"label": label, "backend": stage.backend, "model_id": stage.model_id},
+                         "params": p, "source": item.source})
+        return rows, rejects
+
+    key = stable_hash(RUNNER_FORMAT, model_identity(model), p, cfg.shard_size,
+                      [dataclasses.asdict(i) for i in items])
+    try:
+        folder, stats = run_sharded(name, key, items, len(items), step, batch_size, cfg, out / "work")
+        identity = pool.identities()
+    finally:
+        pool.close()
+        request_cache.close()
+    rows, rejects = [], []
+    for path in sorted(folder.glob("shard-*.jsonl")):
+        for item in read_jsonl(path):
+            (rows.append(item["record"]) if "record" in item else rejects.append(item["reject"]))
+    card = {"label": label, "model": model.model, "backend": model.resolved_backend(),
+            "model_id": rows[0]["model"]["model_id"] if rows else (identity[0]["model_id"] if identity else None)}
+    calls = {**stage.stats(), "seconds": round(stats.seconds, 2), "shards_resumed": stats.extra["shards_resumed"],
+             "config": to_dict(model)}
+    return Answers(rows, rejects, card, calls)
+
+
+def dump_config(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as JSON-safe data, without the run-local keys (progress bar)."""
+    d = json.loads(json.dumps(to_dict(cfg), default=str))
+    d.pop("progress", None)
+    return d
