@@ -91,18 +91,25 @@ def _first_json_object(text: str) -> tuple[Any, str]:
     return obj, t[end:]
 
 
-def parse_label(answer: str, *, min_score: int = 1, max_score: int = 5, **_: Any) -> Label | ParseError:
-    """The judge's score and reason, read only from the JSON object the answer starts with.
-
-    The score is taken from that object's "score" field and nowhere else: a number elsewhere in the
-    answer, or an instruction to the judge inside the rated text, never becomes the score.
-    """
+def _verdict_object(answer: str) -> dict[str, Any] | ParseError:
     try:
         obj, _rest = _first_json_object(answer)
     except ValueError as e:
         return ParseError("judge_unparseable", f"no JSON verdict ({e}): {answer[:160]!r}")
     if not isinstance(obj, dict):
         return ParseError("judge_unparseable", f"the verdict is not a JSON object: {answer[:160]!r}")
+    return obj
+
+
+def parse_label(answer: str, *, min_score: int = 1, max_score: int = 5, **_: Any) -> Label | ParseError:
+    """The judge's score and reason, read only from the JSON object the answer starts with.
+
+    The score is taken from that object's "score" field and nowhere else: a number elsewhere in the
+    answer, or an instruction to the judge inside the rated text, never becomes the score.
+    """
+    obj = _verdict_object(answer)
+    if isinstance(obj, ParseError):
+        return obj
     score = obj.get("score")
     if isinstance(score, str) and score.strip().isdigit():
         score = int(score.strip())
@@ -154,16 +161,6 @@ class PairwiseVerdict:
     reason: str
     score_a: float | None = None
     score_b: float | None = None
-
-
-def _verdict_object(answer: str) -> dict[str, Any] | ParseError:
-    try:
-        obj, _rest = _first_json_object(answer)
-    except ValueError as e:
-        return ParseError("judge_unparseable", f"no JSON verdict ({e}): {answer[:160]!r}")
-    if not isinstance(obj, dict):
-        return ParseError("judge_unparseable", f"the verdict is not a JSON object: {answer[:160]!r}")
-    return obj
 
 
 def parse_pairwise(answer: str, **_: Any) -> PairwiseVerdict | ParseError:
