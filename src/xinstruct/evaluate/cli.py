@@ -145,6 +145,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache")
     t.set_defaults(func=cmd_translate_questions)
 
+    for kind, short in (("translation", "translation by BLEU and chrF (Flores-style files)"),
+                        ("qa", "extractive QA by exact match and F1 (XQuAD/MLQA format)"),
+                        ("summarize", "summarisation by ROUGE (XL-Sum format)")):
+        g = es.add_parser(kind, help=short, description=f"Score a model on {short}; writes OUT/predictions.jsonl, "
+                                                        "rejects.jsonl and result.json.")
+        _common(g)
+        _model_flags(g)
+        g.add_argument("--data", required=True, help="the task file" + (" (source side of a Flores pair, or a "
+                                                                         "JSONL/TSV with source and target)"
+                                                                         if kind == "translation" else ""))
+        if kind == "translation":
+            g.add_argument("--reference", help="the aligned reference file of a Flores-style pair")
+            g.add_argument("--src-lang", help="source language (default: from file names or fields)")
+            g.add_argument("--bleu-tokenize", help="sacrebleu tokenizer (default: per target language, offline-safe)")
+        g.add_argument("--lang", help="the target/document language where the file does not say it")
+        g.add_argument("--name", help="the task's name in reports (default: the file name)")
+        g.add_argument("--label", help="the model's name in reports")
+        g.add_argument("--limit", type=int)
+        g.add_argument("--max-tokens", type=int)
+        g.add_argument("--out", required=True)
+        g.add_argument("--cache")
+        g.set_defaults(func=cmd_task, kind="summarization" if kind == "summarize" else kind)
+
     rep = es.add_parser("report", help="tabulate and plot every result.json under DIR",
                         description="Write DIR/report.md, DIR/results.csv and DIR/plots/*.png from every "
                                     "result.json under DIR.")
@@ -237,6 +260,19 @@ def cmd_translate_questions(args: argparse.Namespace) -> int:
     m = translate_questions(load_config(TranslateQuestionsConfig, args.config, _overrides(args, mapping)))
     print(f"translated {sum(m['translated'].values())} questions ({m['translated']}); {m['rejected']} rejected "
           f"({m['rejects_by_reason']}); wrote {m['config']['out']}/LANG.jsonl and rejects.jsonl")
+    return 0
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.tasks import TaskConfig, run_task
+
+    mapping = {k: k for k in ("data", "reference", "src_lang", "bleu_tokenize", "lang", "name", "label", "limit",
+                              "max_tokens", "out", "cache")}
+    res = run_task(load_config(TaskConfig, args.config, _overrides(args, mapping) + [f"kind={args.kind}"]))
+    figures = ", ".join(f"{k} {v:.2f}" for k, v in res["overall"].items() if k != "n")
+    print(f"{res['kind']} {res['task']}: {res['overall']['n']} items, {figures}; {res['rejected']} rejected; "
+          f"wrote {res['config']['out']}/predictions.jsonl, rejects.jsonl, result.json")
     return 0
 
 

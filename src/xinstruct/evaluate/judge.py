@@ -178,8 +178,7 @@ class PairwiseJudge:
         rows: list[dict[str, Any]] = []
         asks: list[tuple[int, str, ChatRequest]] = []
         for k, u in enumerate(units):
-            row = {**u, "len_candidate": len(u["candidate"]), "len_reference": len(u["reference"]), "orders": [],
-                   "judge": {"model_id": self.llm.model_id, "backend": self.llm.backend, "prompt": self.template.id}}
+            row = {**u, "len_candidate": len(u["candidate"]), "len_reference": len(u["reference"]), "orders": []}
             rows.append(row)
             if self.cfg.off_language == "lose":
                 c_ok = self._in_language(u["candidate"], u["lang"])
@@ -207,7 +206,8 @@ class PairwiseJudge:
                 o.update(outcome=outcome, winner=res.winner, reason=res.reason, score_a=res.score_a,
                          score_b=res.score_b)
             rows[k]["orders"].append(o)
-        for row in rows:
+        for row in rows:  # after the calls: a lazily loaded model knows its id only then
+            row["judge"] = {"model_id": self.llm.model_id, "backend": self.llm.backend, "prompt": self.template.id}
             if "verdict" not in row:
                 row["verdict"], row["consistent"] = combine([o["outcome"] for o in row["orders"]])
                 row["decided_by"] = "judge"

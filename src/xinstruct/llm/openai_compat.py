@@ -9,6 +9,7 @@ for the model, fail that request alone: its `Generation.error` says why.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -94,6 +97,12 @@ class OpenAICompatLLM(LLM):
             except httpx.TransportError as e:
                 last = f"connection failed ({type(e).__name__}: {e})"
                 continue
+            if (r.status_code >= 400 and "response_format" in r.text and self.response_format == "json_schema"
+                    and req.params.json_schema is not None):
+                # llama-cpp-python's server (and some others) know only {"type": "json_object", "schema": ...}.
+                log.warning("%s refused response_format json_schema; using json_object with the schema", url)
+                self.response_format = "json_object"
+                return self._post(req)
             if r.status_code in RETRYABLE_STATUS:
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
                 continue
