@@ -40,7 +40,7 @@ $(VENV)/.train-installed: $(VENV)/.demo-installed
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test,lmeval]'
 	touch $@
 
 lint: $(VENV)/.test-installed

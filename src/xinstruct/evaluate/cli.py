@@ -145,6 +145,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache")
     t.set_defaults(func=cmd_translate_questions)
 
+    mc = es.add_parser("mc", help="multiple-choice benchmarks by log-likelihood (XCOPA, XNLI, XStoryCloze, PAWS-X)",
+                       description="Score each choice by its log-likelihood under the model (lm-eval's prompts), "
+                                   "zero- or few-shot; accuracy per language. Writes OUT/predictions.jsonl, "
+                                   "rejects.jsonl and result.json. --engine lm-eval runs lm-evaluation-harness on "
+                                   "the same local file instead (transformers-loadable models).")
+    _common(mc)
+    _model_flags(mc)
+    mc.add_argument("--task", required=True, choices=["xcopa", "xnli", "xstorycloze", "pawsx"])
+    mc.add_argument("--data", help="a .jsonl/.json/.parquet/.tsv/.csv file, a `datasets` folder, or "
+                                   "hf:NAME[:CONFIG[:SPLIT]] from the local cache (default: the packaged XCOPA-format "
+                                   "fixture for --task xcopa)")
+    mc.add_argument("--lang", help="the language, where rows and the file name do not say it")
+    mc.add_argument("--split")
+    mc.add_argument("--shots", type=int, help="few-shot examples (default 0)")
+    mc.add_argument("--fewshot-data", help="where few-shot examples come from (default: the same file, minus the item)")
+    mc.add_argument("--engine", choices=["xinstruct", "lm-eval"])
+    mc.add_argument("--limit", type=int, help="the first N items of each language")
+    mc.add_argument("--label", help="the model's name in reports")
+    mc.add_argument("--out", required=True)
+    mc.set_defaults(func=cmd_mc)
+
     for kind, short in (("translation", "translation by BLEU and chrF (Flores-style files)"),
                         ("qa", "extractive QA by exact match and F1 (XQuAD/MLQA format)"),
                         ("summarize", "summarisation by ROUGE (XL-Sum format)")):
@@ -260,6 +281,22 @@ def cmd_translate_questions(args: argparse.Namespace) -> int:
     m = translate_questions(load_config(TranslateQuestionsConfig, args.config, _overrides(args, mapping)))
     print(f"translated {sum(m['translated'].values())} questions ({m['translated']}); {m['rejected']} rejected "
           f"({m['rejects_by_reason']}); wrote {m['config']['out']}/LANG.jsonl and rejects.jsonl")
+    return 0
+
+
+def cmd_mc(args: argparse.Namespace) -> int:
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.multiple_choice import MCConfig, packaged_fixture, run_multiple_choice
+
+    mapping = {k: k for k in ("task", "data", "lang", "split", "shots", "fewshot_data", "engine", "limit", "label",
+                              "out")}
+    overrides = [o for o in _overrides(args, mapping) if o != "progress=false"]
+    if not args.data and args.task == "xcopa":
+        overrides.append(f"data={json.dumps(str(packaged_fixture()))}")
+    res = run_multiple_choice(load_config(MCConfig, args.config, overrides))
+    per = ", ".join(f"{k} {v['acc']:.1f}" for k, v in res["metrics"].items())
+    print(f"{res['task']}: accuracy {res['overall']['acc']:.2f}% over {res['overall']['n']} items ({per}); "
+          f"wrote {Path(args.out) / 'result.json'}, predictions.jsonl, rejects.jsonl")
     return 0
 
 

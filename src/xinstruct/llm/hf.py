@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,40 @@ def dequantized_gguf(gguf: Path) -> Path:
     return folder
 
 
+Encoder = Callable[[str, bool], list[int]]  # (text, add the tokenizer's special tokens) -> token ids
+
+
+def split_pair(context: str, continuation: str) -> tuple[str, str]:
+    """Move the context's trailing whitespace onto the continuation, as lm-evaluation-harness does: BPE
+    tokenizers attach a space to the word after it, so "... because" + " x" must score the token " x"."""
+    n = len(context) - len(context.rstrip())
+    return (context[:-n], context[-n:] + continuation) if n else (context, continuation)
+
+
+def encode_pair(encode: Encoder, prefix_id: int, bos_text: str | None, context: str,
+                continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) exactly as lm-eval's HF model makes them (`_encode_pair`, v0.4):
+    the whole text and the context are encoded separately and the continuation is what the whole has
+    beyond the context's length (exact when the continuation starts a token, as " word" does). Special
+    tokens are added as the tokenizer does by default, unless the text already starts with BOS. An empty
+    context (or one of whitespace only, where lm-eval fails) is the BOS token (EOS where there is none)."""
+    context, continuation = split_pair(context, continuation)
+    if context == "":
+        cont = encode(continuation, False)
+        return ([prefix_id], cont) if not cont or cont[0] != prefix_id else (cont[:1], cont[1:])
+    add = not (bos_text and context.startswith(bos_text))
+    whole, ctx = encode(context + continuation, add), encode(context, add)
+    return ctx, whole[len(ctx) :]
+
+
+def model_window(enc: tuple[list[int], list[int]], limit: int) -> list[int]:
+    """The tokens fed to the model for one pair: all but the last, cut from the left to `limit`."""
+    ctx, cont = enc
+    if len(cont) > limit:
+        raise ValueError(f"continuation of {len(cont)} tokens exceeds the context window ({limit})")
+    return (ctx + cont)[-(limit + 1) :][:-1]
+
+
 class TransformersLLM(LLM):
     backend = "transformers"
 
@@ -120,6 +154,50 @@ class TransformersLLM(LLM):
     @property
     def context_window(self) -> int | None:  # type: ignore[override]
         return getattr(self.model.config, "max_position_embeddings", None)
+
+    def _encode(self, text: str, add_special: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        tok = self.tokenizer
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return encode_pair(self._encode, prefix, tok.bos_token, context, continuation)
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return [ll for ll, _ in self.loglikelihood_details(pairs)]
+
+    def loglikelihood_details(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """(sum of the continuation's token log-probabilities, whether greedy decoding yields it) per
+        (context, continuation), as lm-eval's HF model computes them: the same tokens, longest first in
+        right-padded batches (no mask needed: padding only follows), log-softmax in float32. An empty
+        continuation scores (0.0, True)."""
+        enc = [self.encode_pair(c, x) for c, x in pairs]
+        out: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)
+        todo = sorted((i for i, e in enumerate(enc) if e[1]), key=lambda i: -len(enc[i][0]) - len(enc[i][1]))
+        for s in range(0, len(todo), self.batch_size):
+            part = todo[s : s + self.batch_size]
+            for i, res in zip(part, self._score_batch([enc[i] for i in part]), strict=True):
+                out[i] = res
+        return out
+
+    def _score_batch(self, enc: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        import torch
+
+        rows = [model_window(e, self.context_window or 2048) for e in enc]
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(self.device)).logits
+            results = []
+            for r, (_, cont) in enumerate(enc):
+                end = len(rows[r])
+                logp = torch.log_softmax(logits[r, end - len(cont) : end].float(), dim=-1)
+                target = torch.tensor(cont, device=logp.device)
+                ll = logp.gather(-1, target[:, None]).sum().item()
+                results.append((ll, bool((logp.argmax(-1) == target).all())))
+        return results
 
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return len(self.tokenizer(self.prompt_text(messages), add_special_tokens=False)["input_ids"])

@@ -1,0 +1,185 @@
+"""loglikelihood in the transformers and llama.cpp backends: lm-eval's tokenisation rules, an independent
+computation on a tiny random model, and the two backends on the embedded model."""
+
+from __future__ import annotations
+
+import pytest
+
+from xinstruct.llm.base import LLMError
+from xinstruct.llm.hf import encode_pair, model_window, split_pair
+
+PAIRS = [("The cat sat on the", " mat"), ("Mtoto alilia sana kwa sababu", " alikuwa na njaa."),
+         ("Hello", " world, again"), ("நான் வீட்டுக்குப் போனேன்", " எனவே"), ("", " Çocuk ağladı.")]
+
+
+def test_trailing_whitespace_moves_to_the_continuation():
+    assert split_pair("a b ", "c") == ("a b", " c")
+    assert split_pair("a\n\n", "b") == ("a", "\n\nb")
+    assert split_pair("a", " b") == ("a", " b")
+
+
+def _chars(text: str, add_special: bool) -> list[int]:
+    """A character tokenizer that adds BOS (1) when asked and merges "ab" into one token (0)."""
+    ids = [0 if text[i : i + 2] == "ab" else ord(text[i]) for i in range(len(text)) if text[i - 1 : i + 1] != "ab"]
+    return ([1] if add_special else []) + ids
+
+
+def test_encode_pair_follows_lm_eval():
+    assert encode_pair(_chars, 1, None, "xy ", "z") == ([1, ord("x"), ord("y")], [ord(" "), ord("z")])
+    # the continuation is what the whole has beyond the context's length: whole "xab" = [1, x, ab] has
+    # nothing beyond 3 tokens, so a token merged across the boundary leaves no continuation (as in lm-eval)
+    assert encode_pair(_chars, 1, None, "xa", "b") == ([1, ord("x"), ord("a")], [])
+    assert encode_pair(_chars, 1, None, "x", "ab") == ([1, ord("x")], [0])
+    assert encode_pair(_chars, 1, None, "", " q") == ([1], [ord(" "), ord("q")])  # empty context: BOS, no specials
+    assert encode_pair(_chars, 1, None, "  ", "q") == ([1], [ord(" "), ord(" "), ord("q")])
+    assert encode_pair(_chars, 1, "<s>", "<s>x", "y")[0] == [ord(c) for c in "<s>x"]  # no second BOS
+
+
+def test_model_window_truncates_from_the_left():
+    assert model_window(([1, 2, 3, 4], [5, 6]), 4) == [2, 3, 4, 5]
+    assert model_window(([1, 2], [3]), 8) == [1, 2]
+    with pytest.raises(ValueError, match="exceeds the context window"):
+        model_window(([1], [2, 3, 4]), 2)
+
+
+# ------------------------------------------------------------------ a tiny random Llama, computed by hand
+
+@pytest.fixture(scope="module")
+def tiny(embedded_gguf, tmp_path_factory):
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from xinstruct.llm.hf import TransformersLLM, dequantized_gguf
+
+    tok = AutoTokenizer.from_pretrained(dequantized_gguf(embedded_gguf))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return TransformersLLM(folder, dtype="float32", device="cpu", batch_size=3)
+
+
+def _logprob(llm, ids: list[int]) -> float:
+    """log p(ids[1:] | ids[0]) by one forward pass, in float64."""
+    import torch
+
+    with torch.inference_mode():
+        logp = torch.log_softmax(llm.model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    return float(sum(logp[t - 1, ids[t]] for t in range(1, len(ids))))
+
+
+def _by_hand(llm, context: str, continuation: str) -> float:
+    """log p(context + continuation) - log p(context), each by its own forward pass (the first token,
+    unscored in both, cancels); an empty context is BOS. SmolLM2's tokenizer adds no BOS itself."""
+    tok = llm.tokenizer
+    ctx, whole = tok.encode(context), tok.encode(context + continuation)
+    assert whole[: len(ctx)] == ctx
+    return _logprob(llm, whole) - _logprob(llm, ctx) if ctx else _logprob(llm, [tok.bos_token_id] + whole)
+
+
+def test_transformers_matches_a_computation_by_hand(tiny):
+    got = tiny.loglikelihood(PAIRS)
+    assert got == pytest.approx([_by_hand(tiny, c, x) for c, x in PAIRS], abs=1e-3)
+    tiny.batch_size = 1
+    try:
+        assert tiny.loglikelihood(PAIRS) == pytest.approx(got, abs=1e-4)  # padding changes nothing
+    finally:
+        tiny.batch_size = 3
+
+
+def test_transformers_trailing_space_and_greedy(tiny):
+    assert tiny.loglikelihood([("The cat sat on the ", "mat")]) == tiny.loglikelihood([("The cat sat on the", " mat")])
+    import torch
+
+    found = False
+    for context in ("The cat", "Hello", "Mtoto alilia", "One two three"):
+        ids = tiny.tokenizer.encode(context)
+        with torch.inference_mode():
+            top = tiny.model(input_ids=torch.tensor([ids])).logits[0, -1].argsort(descending=True)[:2].tolist()
+        texts = [tiny.tokenizer.decode([t]) for t in top]
+        if all(tiny.encode_pair(context, t)[1] == [i] for t, i in zip(texts, top, strict=True)):
+            assert tiny.loglikelihood_details([(context, texts[0]), (context, texts[1])])[0][1] is True
+            assert tiny.loglikelihood_details([(context, texts[1])])[0][1] is False
+            found = True
+            break
+    assert found, "no context whose two likeliest next tokens round-trip through the tokenizer"
+
+
+def test_transformers_truncates_long_contexts_from_the_left(tiny):
+    context, continuation = "one two three four five six seven eight nine ten eleven twelve", " thirteen"
+    ctx, cont = tiny.encode_pair(context, continuation)
+    window = 8
+    tiny.model.config.max_position_embeddings = window
+    try:
+        (got,) = tiny.loglikelihood([(context, continuation)])
+    finally:
+        tiny.model.config.max_position_embeddings = 512
+    kept = (ctx + cont)[-(window + 1) :]
+    want = _logprob(tiny, kept) - _logprob(tiny, kept[: -len(cont)])
+    assert got == pytest.approx(want, abs=1e-3)
+
+
+# ------------------------------------------------------------------ the embedded model in both backends
+
+@pytest.fixture(scope="module")
+def backends(embedded_gguf):
+    pytest.importorskip("transformers")
+    pytest.importorskip("llama_cpp")
+    from xinstruct.llm.hf import TransformersLLM, dequantized_gguf
+    from xinstruct.llm.llamacpp import LlamaCppLLM
+
+    hf = TransformersLLM(dequantized_gguf(embedded_gguf), dtype="float32", device="cpu")
+    cpp = LlamaCppLLM(embedded_gguf, n_ctx=512, logits_all=True)
+    yield hf, cpp
+    cpp.close()
+
+
+CHOICES = [("Mtoto alilia sana kwa sababu", [" alikuwa na njaa.", " alicheza mpira."]),
+           ("The sun rose, therefore", [" the sky became bright.", " the cat purple seven."]),
+           ("Saya lupa membawa payung maka", [" baju saya basah kena hujan.", " saya membeli mobil baru."])]
+
+
+@pytest.mark.slow
+def test_llamacpp_tokenises_as_the_hf_tokenizer(backends):
+    hf, cpp = backends
+    for context, continuation in [*PAIRS, ("Çocuk ağladı çünkü ", "düştü."), ("因为", "所以"), ("<|im_end|> x", " y")]:
+        assert cpp.encode_pair(context, continuation) == hf.encode_pair(context, continuation)
+
+
+@pytest.mark.slow
+def test_llamacpp_and_transformers_agree_on_the_embedded_model(backends):
+    """Same weights (Q4_1, dequantised for transformers) but llama.cpp multiplies with activations
+    quantised to 8 bits: close, not equal."""
+    hf, cpp = backends
+    pairs = [(c, x) for c, xs in CHOICES for x in xs]
+    a, b = hf.loglikelihood(pairs), cpp.loglikelihood(pairs)
+    for x, y in zip(a, b, strict=True):
+        assert abs(x - y) < 0.5 + 0.05 * abs(x), (a, b)
+    for k in range(0, len(pairs), 2):
+        if abs(a[k] - a[k + 1]) > 2.0:
+            assert (a[k] > a[k + 1]) == (b[k] > b[k + 1]), (a, b)
+
+
+@pytest.mark.slow
+def test_llamacpp_reuses_the_shared_prefix_without_changing_scores(backends):
+    _, cpp = backends
+    pairs = [(c, x) for c, xs in CHOICES for x in xs]
+    together = cpp.loglikelihood(pairs)
+    alone = []
+    for p in pairs:
+        cpp._llm.reset()
+        alone += cpp.loglikelihood([p])
+    assert together == pytest.approx(alone, abs=1e-2)
+    assert cpp.loglikelihood([pairs[3], pairs[0]]) == pytest.approx([together[3], together[0]], abs=1e-2)
+
+
+def test_llamacpp_without_logits_all_says_how_to_load_it(embedded_gguf):
+    pytest.importorskip("llama_cpp")
+    from xinstruct.llm.llamacpp import LlamaCppLLM
+
+    with LlamaCppLLM(embedded_gguf, n_ctx=256) as llm, pytest.raises(LLMError, match="logits_all=True"):
+        llm.loglikelihood([("a", " b")])
