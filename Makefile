@@ -50,6 +50,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/generate.py
 	$(PY) benchmarks/cluster.py
 	$(PY) benchmarks/train.py
+	$(PY) benchmarks/loglikelihood.py
 
 clean:
 	rm -rf runs build .pytest_cache
