@@ -128,3 +128,12 @@ def test_translate_questions_keeps_ids_and_rejects_the_wrong_language(tmp_path):
     assert not rejects and {q.lang for q in qs} == {"sw"}
     assert [q.question_id for q in qs] == [str(i) for i in range(1, 9)]
     assert qs[0].text == SW and qs[0].meta["source_lang"] == "en" and qs[0].category == "generic"
+
+
+def test_a_line_that_is_not_utf8_is_a_reject_not_a_crash(tmp_path):
+    f = tmp_path / "question.sw.jsonl"
+    f.write_bytes(b'{"question_id": 1, "text": "Habari?"}\n{"question_id": 2, "text": "\xff\xfe"}\n')
+    qs, rejects = read_questions(f)
+    assert [q.question_id for q in qs] == ["1"]
+    assert rejects[0]["reason"] == "bad_encoding" and rejects[0]["source"].endswith(":2")
+    assert "question_id" in rejects[0]["record"]["raw"]  # the line is kept

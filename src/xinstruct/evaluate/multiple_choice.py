@@ -30,7 +30,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from xinstruct.io import write_jsonl
+from xinstruct.io import scan_jsonl, write_jsonl
 from xinstruct.languages import NAMES
 from xinstruct.llm import LLM, ModelConfig, load_llm
 from xinstruct.records import stable_hash
@@ -193,13 +193,8 @@ def read_rows(spec: str, split: str | None = None) -> Iterator[Row]:
 
 
 def _json_lines(path: Path) -> Iterator[Row]:
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if raw.strip():
-                try:
-                    yield f"{path}:{n}", json.loads(raw.decode("utf-8").lstrip("\ufeff")), None
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    yield f"{path}:{n}", None, f"not a JSON object: {e}"
+    for source, row, error in scan_jsonl(path):
+        yield source, row, None if error is None else error[1]
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:

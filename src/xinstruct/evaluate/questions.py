@@ -12,13 +12,13 @@ publish numbers on them, or bring your own set.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from xinstruct.io import scan_jsonl
 from xinstruct.languages import NAMES
 
 PACKAGED = "packaged"
@@ -68,31 +68,25 @@ def read_questions(path: str | Path = PACKAGED, *, lang: str | None = None, lang
     seen: set[tuple[str, str]] = set()
     for f in files:
         file_lang = lang or lang_from_name(f)
-        with open(f, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                src = f"{f}:{n}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    rejects.append(_reject(src, "malformed_json", str(e), line.rstrip("\n")[:2000]))
-                    continue
-                if not isinstance(row, dict):
-                    rejects.append(_reject(src, "malformed_json", "a row must be a JSON object", row))
-                    continue
-                q = _question(row, src, file_lang)
-                if isinstance(q, dict):
-                    rejects.append(q)
-                    continue
-                if langs and q.lang not in langs:
-                    continue
-                if (q.lang, q.question_id) in seen:
-                    rejects.append(_reject(src, "duplicate_id", f"question_id {q.question_id} appears twice for "
-                                                                f"language {q.lang}", row))
-                    continue
-                seen.add((q.lang, q.question_id))
-                questions.append(q)
+        for src, row, error in scan_jsonl(f):
+            if error is not None:
+                rejects.append(_reject(src, error[0], error[1], error[2][:2000]))
+                continue
+            if not isinstance(row, dict):
+                rejects.append(_reject(src, "malformed_json", "a row must be a JSON object", row))
+                continue
+            q = _question(row, src, file_lang)
+            if isinstance(q, dict):
+                rejects.append(q)
+                continue
+            if langs and q.lang not in langs:
+                continue
+            if (q.lang, q.question_id) in seen:
+                rejects.append(_reject(src, "duplicate_id", f"question_id {q.question_id} appears twice for "
+                                                            f"language {q.lang}", row))
+                continue
+            seen.add((q.lang, q.question_id))
+            questions.append(q)
     return questions, rejects
 
 

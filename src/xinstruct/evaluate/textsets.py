@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xinstruct.io import scan_jsonl
 from xinstruct.languages import NAMES, language_name
 
 # ISO 639-3 codes (the first part of Flores codes such as "swh_Latn") of the paper's languages and English.
@@ -231,22 +232,13 @@ Row = tuple[str, dict[str, Any] | None, Reject | None]  # (source, record, rejec
 
 def _jsonl(path: Path) -> Iterator[Row]:
     """A row per non-blank line: its object, or a reject if the line is not a JSON object."""
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            source = f"{path}:{i}"
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(_decode(raw))
-            except _Bad as e:
-                yield source, None, _reject(source, e.reason, str(e))
-            except json.JSONDecodeError as e:
-                yield source, None, _reject(source, "malformed_json", f"not valid JSON: {e}")
-            else:
-                if isinstance(obj, dict):
-                    yield source, obj, None
-                else:
-                    yield source, None, _reject(source, "not_an_object", f"a JSON {type(obj).__name__}, not an object")
+    for source, obj, error in scan_jsonl(path):
+        if error is not None:
+            yield source, None, _reject(source, error[0], error[1])
+        elif isinstance(obj, dict):
+            yield source, obj, None
+        else:
+            yield source, None, _reject(source, "not_an_object", f"a JSON {type(obj).__name__}, not an object")
 
 
 def _tsv(path: Path) -> Iterator[Row]:
