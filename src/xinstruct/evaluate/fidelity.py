@@ -8,7 +8,6 @@ does not know are counted apart (`unsupported`) and left out of the share rather
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -86,7 +85,7 @@ def _summary(vs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_fidelity(cfg: FidelityConfig) -> dict[str, Any]:
     """Write OUT/fidelity.jsonl (a verdict per answer) and OUT/result.json; returns the result."""
-    from xinstruct.evaluate.results import make_result, write_result
+    from xinstruct.evaluate.results import file_sha256, make_result, write_result
 
     src = answers_file(cfg.answers)
     rows = list(read_jsonl(src))
@@ -98,7 +97,7 @@ def run_fidelity(cfg: FidelityConfig) -> dict[str, Any]:
     write_jsonl(out / "fidelity.jsonl", verdicts)
     first_model = next((r["model"] for r in rows if isinstance(r.get("model"), dict)), {})
     model = {**first_model, "label": cfg.label or first_model.get("label") or src.parent.name}
-    config = {"answers": str(src), "answers_sha256": hashlib.sha256(src.read_bytes()).hexdigest()[:16],
+    config = {"answers": str(src), "answers_sha256": file_sha256(src),
               "langid": cfg.langid, "min_prob": cfg.min_prob}
     result = make_result("fidelity", cfg.task, model, per_lang, overall, config, extra_versions=("py3langid",))
     write_result(out, result)

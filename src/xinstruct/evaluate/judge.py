@@ -242,7 +242,7 @@ def summarize(rows: list[dict[str, Any]], bootstrap: int = 1000, seed: int = 0) 
 
 def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
     """Judge every question both sides answered; resumable (sharded, request-cached). Returns the result."""
-    from xinstruct.evaluate.results import make_result, write_result
+    from xinstruct.evaluate.results import file_sha256, make_result, write_result
     from xinstruct.pipeline import ModelPool, run_sharded
 
     cfg.validate()
@@ -278,17 +278,11 @@ def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
                 for lang in sorted({r["lang"] for r in rows})}
     judge_card = {"label": default_label(cfg.judge), "model": cfg.judge.model, "backend": cfg.judge.resolved_backend(),
                   "model_id": rows[0]["judge"]["model_id"] if rows else None, "prompt": template.id}
-    config = {**dump_config(cfg), "candidate_sha256": _sha(answers_file(cfg.candidate)),
-              "reference_sha256": _sha(answers_file(cfg.reference))}
+    config = {**dump_config(cfg), "candidate_sha256": file_sha256(answers_file(cfg.candidate)),
+              "reference_sha256": file_sha256(answers_file(cfg.reference))}
     result = make_result("judge", cfg.task, cand_model, per_lang,
                          summarize(rows, cfg.bootstrap, cfg.seed), config, reference=ref_model, judge=judge_card,
                          calls={**stage.stats(), "seconds": round(stats.seconds, 2),
                                 "shards_resumed": stats.extra["shards_resumed"]}, rejected=len(rejects))
     write_result(out, result)
     return result
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

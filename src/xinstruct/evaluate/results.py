@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -50,3 +51,8 @@ def find_results(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     paths = [root / RESULT_FILE] if (root / RESULT_FILE).is_file() else []
     paths += sorted(p for p in root.rglob(RESULT_FILE) if p.parent != root)
     return [(p, json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The first 16 hex digits of a file's SHA-256: which inputs a result was computed from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
