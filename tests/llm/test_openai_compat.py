@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from xinstruct.llm import CachedLLM, ChatRequest, GenerationParams, LLMError, RequestCache
+from xinstruct.llm.base import read_stream
 from xinstruct.llm.openai_compat import OpenAICompatLLM
 
 FAST = {"backoff": 0.05, "max_backoff": 0.2}  # retries in milliseconds, not seconds
@@ -342,3 +343,48 @@ def test_cached_llm_does_not_keep_failures(make_proxy, llama_server, tmp_path):
     assert failed.error and retried.error is None and cached.cached
     assert proxy.count == 2 and len(cache) == 1
     cache.close()
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+def test_stream_equals_generate(llama_server):
+    req = _req("Tell me about Lake Victoria.", max_tokens=24)
+    with OpenAICompatLLM(llama_server.base_url, llama_server.model) as llm:
+        # llama.cpp's server reuses the KV cache of a repeated prompt, which can change greedy answers (a
+        # fresh prompt is evaluated in one batch, a cached one is not): compare two calls that both reuse it.
+        llm.generate([req])
+        pieces, g = read_stream(llm.stream(req))
+        whole = llm.generate([req])[0]
+    assert len(pieces) > 5
+    assert "".join(pieces) == g.text == whole.text
+    assert g.finish_reason == whole.finish_reason
+    assert 0 < g.completion_tokens <= 24
+
+
+def test_stream_retries_before_the_first_piece(make_proxy, llama_server):
+    proxy = make_proxy(lambda i, body: Reply(status=503) if i == 0 else Reply())
+    with OpenAICompatLLM(proxy.base_url, llama_server.model, max_retries=2, **FAST) as llm:
+        pieces, g = read_stream(llm.stream(_req("Say hello.", max_tokens=8)))
+    assert pieces and "".join(pieces) == g.text
+    assert llm.retries == 1 and proxy.count == 2
+    assert all(b["stream"] is True for b in proxy.bodies)
+
+
+def test_stream_client_error_raises_without_retry(make_proxy):
+    proxy = make_proxy(lambda i, body: Reply(status=400, body=b'{"error": {"message": "prompt too long"}}'))
+    with OpenAICompatLLM(proxy.base_url, "m", max_retries=3, **FAST) as llm, \
+            pytest.raises(LLMError, match="HTTP 400.*prompt too long"):
+        read_stream(llm.stream(_req("x")))
+    assert proxy.count == 1
+
+
+def test_stream_broken_after_text_raises_instead_of_repeating(make_proxy):
+    body = b'data: {"choices": [{"delta": {"content": "Habari"}}]}\n\ndata: {"choices": [{"del\n\n'
+    proxy = make_proxy(lambda i, b: Reply(status=200, body=body))
+    with OpenAICompatLLM(proxy.base_url, "m", max_retries=3, **FAST) as llm:
+        it = llm.stream(_req("x"))
+        assert next(it) == "Habari"
+        with pytest.raises(LLMError, match="after 1 pieces"):
+            next(it)
+    assert proxy.count == 1  # text was already shown: no retry

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,39 @@ def json_prefix(schema: dict[str, Any]) -> str:
     return '{"' + first + '": ' + quote
 
 
+def read_stream(stream: Generator[str, None, Generation]) -> tuple[list[str], Generation]:
+    """All of a stream: (its pieces, the `Generation` it returned)."""
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as done:
+            return pieces, done.value
+
+
+def cut_at_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
+    """Stream `pieces` up to the first stop string, which is never yielded, even when it arrives split
+    across pieces: text that could be the start of a stop string is held back until it cannot be."""
+    if not stop:
+        yield from pieces
+        return
+    hold = max(map(len, stop)) - 1
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        hits = [buf.index(s) for s in stop if s in buf]
+        if hits:
+            if buf[: min(hits)]:
+                yield buf[: min(hits)]
+            return
+        safe = len(buf) - hold
+        if safe > 0:
+            yield buf[:safe]
+            buf = buf[safe:]
+    if buf:
+        yield buf
+
+
 class LLMError(RuntimeError):
     """A backend failed in a way that retrying the same call will not fix."""
 
@@ -87,6 +120,17 @@ class LLM(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         """One `Generation` per request, in order."""
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        """One answer's text in pieces as it is decoded; the generator returns the finished `Generation`
+        (`text` is the pieces joined). A failed call raises `LLMError`. Closing the generator early stops
+        the decoding. Backends that cannot stream (vLLM in-process) yield the whole answer at once."""
+        g = self.generate([request])[0]
+        if g.error is not None:
+            raise LLMError(g.error)
+        if g.text:
+            yield g.text
+        return g
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
         """Tokens the prompt will take, where the backend can tell cheaply (None: unknown)."""

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation
@@ -112,6 +112,10 @@ class CachedLLM(LLM):
             else:
                 out.append(next(new))
         return out
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        """Not cached: a live conversation wants the model, and the cache is for finished batch calls."""
+        return (yield from self.llm.stream(request))
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         return self.llm.loglikelihood(pairs)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, json_prefix
+from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, cut_at_stop, json_prefix
 from xinstruct.records import stable_hash
 
 
@@ -217,12 +217,10 @@ class TransformersLLM(LLM):
                     out[i] = g
         return [g for g in out if g is not None]
 
-    def _batch(self, reqs: list[ChatRequest], p: GenerationParams) -> list[Generation]:
+    def _generate_kwargs(self, p: GenerationParams) -> dict[str, Any]:
+        """`model.generate` settings for `p`; seeds torch when sampling."""
         import torch
 
-        prefix = json_prefix(p.json_schema) if p.json_schema is not None else ""
-        texts = [self.prompt_text(r.messages) + prefix for r in reqs]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         kw: dict[str, Any] = {"max_new_tokens": p.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if p.temperature > 0:
             torch.manual_seed(p.seed)
@@ -231,8 +229,77 @@ class TransformersLLM(LLM):
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if p.stop:
             kw.update(stop_strings=list(p.stop), tokenizer=self.tokenizer)
+        return kw
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        """`model.generate` in a thread feeding a `TextIteratorStreamer`; the same decoding as a batch of
+        one, so greedy answers equal `generate`'s. Closing the generator stops the decoding at the next
+        token. Stop strings are cut from the stream even when they arrive split across pieces."""
+        import threading
+
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        p = request.params
+        prefix = json_prefix(p.json_schema) if p.json_schema is not None else ""
+        enc = self.tokenizer([self.prompt_text(request.messages) + prefix], return_tensors="pt",
+                             add_special_tokens=False).to(self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    result["ids"] = self.model.generate(**enc, **self._generate_kwargs(p), streamer=streamer,
+                                                        stopping_criteria=StoppingCriteriaList([Cancelled()]))
+            except Exception as e:  # noqa: BLE001 - reported to the caller below
+                result["error"] = e
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="hf-stream", daemon=True)
+        worker.start()
+        raw: list[str] = []
+
+        def pieces() -> Iterator[str]:
+            for piece in streamer:
+                raw.append(piece)
+                yield piece
+
+        out: list[str] = []
+        try:
+            if prefix:
+                out.append(prefix)
+                yield prefix
+            for piece in cut_at_stop(pieces(), p.stop):
+                if piece:
+                    out.append(piece)
+                    yield piece
+        finally:
+            cancel.set()
+            worker.join()
+        if "error" in result:
+            raise LLMError(f"transformers: {result['error']}") from result["error"]
+        ids = result["ids"][0, enc["input_ids"].shape[1] :].tolist()
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        n = next((k for k, t in enumerate(ids) if t in eos), len(ids))
+        stopped = any(s in "".join(raw) for s in p.stop)
+        return Generation(text="".join(out), finish_reason="stop" if stopped or n < len(ids) else "length",
+                          prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=n)
+
+    def _batch(self, reqs: list[ChatRequest], p: GenerationParams) -> list[Generation]:
+        import torch
+
+        prefix = json_prefix(p.json_schema) if p.json_schema is not None else ""
+        texts = [self.prompt_text(r.messages) + prefix for r in reqs]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
-            gen = self.model.generate(**enc, **kw)
+            gen = self.model.generate(**enc, **self._generate_kwargs(p))
         new = gen[:, enc["input_ids"].shape[1] :]
         results = []
         for row, mask in zip(new, enc["attention_mask"], strict=False):

@@ -10,8 +10,9 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError
 from xinstruct.llm.hf import encode_pair, model_window
@@ -134,9 +135,9 @@ class LlamaCppLLM(LLM):
         # share a prefix (system prompt and few-shot examples) reuse its KV cache.
         return [self._one(r) for r in requests]
 
-    def _one(self, req: ChatRequest) -> Generation:
+    def _kwargs(self, req: ChatRequest) -> dict[str, Any]:
         p = req.params
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             messages=list(req.messages),
             max_tokens=p.max_tokens,
             temperature=p.temperature,
@@ -146,8 +147,11 @@ class LlamaCppLLM(LLM):
         )
         if p.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": p.json_schema}
+        return kwargs
+
+    def _one(self, req: ChatRequest) -> Generation:
         try:
-            out = self._llm.create_chat_completion(**kwargs)
+            out = self._llm.create_chat_completion(**self._kwargs(req))
         except ValueError as e:  # e.g. prompt longer than the context window
             return Generation(text="", finish_reason="error", error=f"llama.cpp: {e}")
         choice = out["choices"][0]
@@ -158,6 +162,31 @@ class LlamaCppLLM(LLM):
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
         )
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        """Token by token from llama.cpp's streaming chat completion (the same decoding as `generate`:
+        greedy answers are identical). `completion_tokens` is the answer re-tokenised (the stream carries no
+        usage); `prompt_tokens` stays 0, unknown."""
+        pieces: list[str] = []
+        finish = None
+        try:
+            for chunk in self._llm.create_chat_completion(**self._kwargs(request), stream=True):
+                choice = chunk["choices"][0]
+                piece = choice["delta"].get("content") or ""
+                finish = choice.get("finish_reason") or finish
+                if piece:
+                    pieces.append(piece)
+                    yield piece
+        except ValueError as e:
+            # A prompt longer than the context window fails inside llama-cpp-python's streaming path with a
+            # numpy broadcast error; say what happened instead.
+            est = self.count_prompt_tokens(request.messages)
+            if self.context_window and est + 1 >= self.context_window:
+                raise LLMError(f"llama.cpp: the prompt (about {est} tokens) does not fit the context window of "
+                               f"{self.context_window} tokens; start a new conversation or raise n_ctx") from e
+            raise LLMError(f"llama.cpp: {e}") from e
+        text = "".join(pieces)
+        return Generation(text=text, finish_reason=finish, completion_tokens=self.count_tokens(text) if text else 0)
 
     def _encode(self, text: str, add_special: bool) -> list[int]:
         # special=True parses special-token text as the HF tokenizer does; add_bos follows the GGUF's

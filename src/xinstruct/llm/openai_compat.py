@@ -9,12 +9,13 @@ for the model, fail that request alone: its `Generation.error` says why.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,15 +81,19 @@ class OpenAICompatLLM(LLM):
             body["response_format"] = {"type": "json_object", "schema": p.json_schema}
         return {**body, **self.extra_body}
 
+    def _wait(self, attempt: int) -> None:
+        """Back off before retry `attempt` (1, 2, ...): exponential, capped, with jitter."""
+        with self._retries_lock:
+            self.retries += 1
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        time.sleep(delay * (0.5 + random.random() / 2))
+
     def _post(self, req: ChatRequest) -> Generation:
         url = f"{self.base_url}/chat/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                with self._retries_lock:
-                    self.retries += 1
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + random.random() / 2))
+                self._wait(attempt)
             try:
                 r = self._client.post(url, json=self._body(req))
             except httpx.TimeoutException as e:
@@ -121,6 +126,46 @@ class OpenAICompatLLM(LLM):
                 continue
         raise LLMError(f"{url} failed after {self.max_retries + 1} attempts: {last}")
 
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        """Server-sent events (`"stream": true`). Failures before the first piece are retried as in
+        `generate`; a stream that breaks after text was shown raises `LLMError` (a retry would repeat it).
+        Token counts come from the server's usage where it sends one, else `completion_tokens` counts the
+        content events (one per token on vLLM and llama.cpp's server)."""
+        url = f"{self.base_url}/chat/completions"
+        body = {**self._body(request), "stream": True}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._wait(attempt)
+            pieces: list[str] = []
+            try:
+                with self._client.stream("POST", url, json=body) as r:
+                    if r.status_code >= 400:
+                        text = r.read().decode(errors="replace")
+                        if r.status_code in RETRYABLE_STATUS:
+                            last = f"HTTP {r.status_code}: {text[:200]}"
+                            continue
+                        raise LLMError(f"HTTP {r.status_code}: {text[:500]}")
+                    finish, usage = None, {}
+                    for event in _sse_data(r.iter_lines()):
+                        choices = event.get("choices") or []
+                        usage = event.get("usage") or usage
+                        if not choices:
+                            continue
+                        finish = choices[0].get("finish_reason") or finish
+                        piece = (choices[0].get("delta") or {}).get("content") or ""
+                        if piece:
+                            pieces.append(piece)
+                            yield piece
+                    return Generation(text="".join(pieces), finish_reason=finish,
+                                      prompt_tokens=usage.get("prompt_tokens", 0),
+                                      completion_tokens=usage.get("completion_tokens", len(pieces)))
+            except (httpx.TimeoutException, httpx.TransportError, ValueError) as e:
+                last = f"stream failed ({type(e).__name__}: {e})"
+                if pieces:
+                    raise LLMError(f"{url}: {last} after {len(pieces)} pieces") from e
+        raise LLMError(f"{url} failed after {self.max_retries + 1} attempts: {last}")
+
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         if len(requests) <= 1 or self.concurrency == 1:
             return [self._post(r) for r in requests]
@@ -129,3 +174,17 @@ class OpenAICompatLLM(LLM):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _sse_data(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an OpenAI-style event stream's `data:` lines, up to `[DONE]`."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": ping"), event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        obj = json.loads(data)  # ValueError: the stream is broken
+        if isinstance(obj, dict) and obj.get("error"):
+            raise LLMError(f"server error in stream: {obj['error']}")
+        yield obj
