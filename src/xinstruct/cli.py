@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from xinstruct.evaluate.cli import add_parsers as add_eval_parsers
 
     add_eval_parsers(sub)
+    from xinstruct.serve.cli import add_parsers as add_serve_parsers
+
+    add_serve_parsers(sub)
     i = sub.add_parser("info", help="show versions, packaged seeds and where the embedded models are",
                        description="Print versions, the languages with packaged seeds, and the embedded models.")
     i.set_defaults(func=cmd_info)

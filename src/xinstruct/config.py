@@ -58,13 +58,19 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         path = f"{where}.{key}" if where else key
         if key not in names:
             raise ValueError(f"unknown setting {path!r}; known here: {', '.join(sorted(names))}")
-        hint = hints[key]
+        hint = _optional_dataclass(hints[key]) if isinstance(value, dict) else hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             value = from_dict(hint, value or {}, path)
         elif hint in (tuple[str, ...],) and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _optional_dataclass(hint: Any) -> Any:
+    """The dataclass of an `X | None` setting (e.g. a second model that is off unless given), else `hint`."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else hint
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
