@@ -30,6 +30,7 @@ chromium:
 	elif ! command -v apt-get >/dev/null 2>&1; then \
 	  echo "chromium: not installed and no apt-get here; the browser test will skip"; \
 	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "chromium: installing Debian's chromium for the browser test (apt-get)"; \
 	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
 	    || echo "chromium: apt-get install failed; the browser test will skip"; \
 	elif sudo -n true 2>/dev/null; then \
@@ -76,6 +77,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/cluster.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/loglikelihood.py
+	$(PY) benchmarks/stream.py
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -175,6 +175,11 @@ def test_page_handlers_two_turns_language_and_save(two_models, tmp_path):
     again = two_models[0].llm.generate([ChatRequest(messages=recs[0]["messages"][:4],
                                                     params=GenerationParams(max_tokens=24))])[0]
     assert again.text == recs[0]["messages"][4]["content"]
+    # What is saved is training data as it is: `xinstruct train sft --data` reads chat `messages` rows.
+    from xinstruct.train.formats import to_example
+
+    ex = to_example(recs[0])
+    assert ex.lang == "sw" and ex.completion == [recs[0]["messages"][4]] and ex.prompt == recs[0]["messages"][:4]
     # Saving again after another turn replaces the two lines rather than adding two more.
     list(page.respond("Kwaheri", "", "", 8, 0.0, 1.0, state))
     page.save(state)
