@@ -192,3 +192,27 @@ def test_new_chat_starts_a_new_conversation(two_models, tmp_path):
     assert page.save(state) == "Nothing to save yet."
     *_, other = page.new_chat()
     assert other["id"] != state["id"]
+
+
+def test_stop_ends_both_answers_and_the_page_ends_on_what_is_saved(two_models, tmp_path):
+    from xinstruct.serve.app import STOPPED
+
+    page = ChatPage(ChatConfig(save=str(tmp_path / "c.jsonl")), two_models)
+    state = new_state(2)
+    assert page.stop(state, "", "") == ("", "")  # nothing running: nothing changes
+    updates, after_stop = [], None
+    for u in page.respond("Write a very long story about a lion and a hare.", "", "", 400, 0.0, 1.0, state):
+        updates.append(u)
+        if after_stop is None and all(len(h[-1]["content"]) > 20 for h in u[1:3]):
+            assert page.stop(state, u[3], u[4]) == (STOPPED, STOPPED)  # what the Stop button shows at once
+            after_stop = len(updates)
+    assert after_stop is not None
+    assert len(updates) == after_stop + 1  # no more pieces, one last update
+    _, hist_a, hist_b, status_a, status_b, _ = updates[-1]
+    assert (status_a, status_b) == (STOPPED, STOPPED)
+    for hist, live in zip((hist_a, hist_b), state["histories"], strict=True):
+        assert hist == live and 20 < len(hist[-1]["content"]) < 1200  # far short of 400 tokens
+    assert not [t for t in threading.enumerate() if t.name.startswith("chat-")] and not page._running
+    page.save(state)
+    assert [r["messages"][-1]["content"] for r in ConversationLog(page.cfg.save).read()] == [
+        hist_a[-1]["content"], hist_b[-1]["content"]]

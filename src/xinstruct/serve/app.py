@@ -7,8 +7,10 @@ ids (`#msg`, `#send`, `#chat-a`, `#status-a`, `#save`, ...) are stable for brows
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,6 +33,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 SIDES = "ab"
 NO_LANGUAGE = ""
+STOPPED = "⏹️ stopped"
+
+log = logging.getLogger(__name__)
 
 
 def language_choices(codes: Sequence[str]) -> list[tuple[str, str]]:
@@ -63,6 +68,8 @@ class ChatPage:
         self.models = list(models)
         self.log = ConversationLog(cfg.save)
         self.codes = cfg.language_codes()
+        self._running: dict[str, threading.Event] = {}  # conversation id -> its answer's Stop
+        self._running_lock = threading.Lock()
 
     def respond(self, message: str, system: str, lang_value: str, max_tokens: float, temperature: float,
                 top_p: float, state: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
@@ -82,20 +89,48 @@ class ChatPage:
         state.update(system=sys_text, lang=lang, params=params)
         status = ["⏳ answering…"] * n
         yield ("", *snapshot(state), *status, state)
-        for ev in stream_answers(self.models, msgs, params):
-            turn = state["histories"][ev.side][-1]
-            if ev.piece:
-                turn["content"] += ev.piece
-            elif ev.error is not None:
-                status[ev.side] = answer_status(None, ev.seconds, None, lang, error=ev.error)
-                if ev.error != "stopped" and not turn["content"]:
-                    del state["histories"][ev.side][-2:]  # a failed turn is not part of the conversation
-            else:
-                check = check_language(turn["content"], lang, self.cfg.langid)
-                status[ev.side] = answer_status(ev.done, ev.seconds, check, lang)
-            yield (gr_skip(), *snapshot(state), *status, state)
+        cancel = threading.Event()
+        with self._running_lock:
+            self._running[state["id"]] = cancel
+        try:
+            for ev in stream_answers(self.models, msgs, params, cancel):
+                turn = state["histories"][ev.side][-1]
+                label = self.models[ev.side].label
+                if ev.piece:
+                    turn["content"] += ev.piece
+                elif ev.error == "stopped":
+                    status[ev.side] = STOPPED
+                    log.info("%s: %s stopped after %d characters (%.1f s)", state["id"], label,
+                             len(turn["content"]), ev.seconds)
+                elif ev.error is not None:
+                    status[ev.side] = answer_status(None, ev.seconds, None, lang, error=ev.error)
+                    log.warning("%s: %s failed: %s", state["id"], label, ev.error)
+                    if not turn["content"]:
+                        del state["histories"][ev.side][-2:]  # a failed turn is not part of the conversation
+                else:
+                    check = check_language(turn["content"], lang, self.cfg.langid)
+                    status[ev.side] = answer_status(ev.done, ev.seconds, check, lang)
+                    log.info("%s: %s answered %d tokens in %.1f s", state["id"], label, ev.done.completion_tokens,
+                             ev.seconds)
+                if not cancel.is_set():
+                    yield (gr_skip(), *snapshot(state), *status, state)
+            if cancel.is_set():  # Stopped: one last update, so the page ends on exactly what Save writes
+                yield (gr_skip(), *snapshot(state), *status, state)
+        finally:
+            with self._running_lock:
+                if self._running.get(state["id"]) is cancel:
+                    del self._running[state["id"]]
         if self.cfg.autosave:
             self.save(state)
+
+    def stop(self, state: dict[str, Any], *statuses: str) -> tuple[str, ...] | str:
+        """Stop: the answer being decoded for this conversation stops within a token (its text so far
+        stays, and is what Save writes); its status lines say so."""
+        with self._running_lock:
+            cancel = self._running.get(state["id"])
+        if cancel is not None:
+            cancel.set()
+        return stopped_status(*statuses) if statuses else ()
 
     def records(self, state: dict[str, Any]) -> list[dict[str, Any]]:
         """The conversation as saved: one record per model (two share a `comparison` id)."""
@@ -121,7 +156,10 @@ class ChatPage:
         return (f"Saved `{state['id']}` ({len(recs)} model{'s' * (len(recs) > 1)}, {turns} turn{'s' * (turns > 1)}) "
                 f"to `{self.log.path}` ({total} conversation{'s' * (total != 1)} in the file).")
 
-    def new_chat(self) -> tuple[Any, ...]:
+    def new_chat(self, old: dict[str, Any] | None = None) -> tuple[Any, ...]:
+        """A new conversation on every side; an answer still being decoded for the `old` one stops."""
+        if old is not None:
+            self.stop(old)
         n = len(self.models)
         state = new_state(n)
         return (*state["histories"], *([""] * n), "", state)
@@ -167,11 +205,11 @@ class ChatPage:
             inputs = [msg, system, lang, max_tokens, temperature, top_p, state]
             outputs = [msg, *chats, *statuses, state]
             events = [trigger(self.respond, inputs, outputs) for trigger in (send.click, msg.submit)]
-            stop.click(stopped_status, statuses, statuses, cancels=events)
-            new.click(self.new_chat, None, [*chats, *statuses, saved, state], cancels=events)
+            stop.click(self.stop, [state, *statuses], statuses)
+            new.click(self.new_chat, state, [*chats, *statuses, saved, state], cancels=events)
             save.click(self.save, state, saved)
             for chat in chats:  # a chat's own clear button starts a new conversation on every side
-                chat.clear(self.new_chat, None, [*chats, *statuses, saved, state], cancels=events)
+                chat.clear(self.new_chat, state, [*chats, *statuses, saved, state], cancels=events)
         return page
 
     def launch(self, *, host: str, port: int) -> tuple[Any, str]:
@@ -189,7 +227,7 @@ class ChatPage:
 
 def stopped_status(*statuses: str) -> tuple[str, ...] | str:
     """Status lines after Stop: an answer still being decoded is marked stopped (its text so far stays)."""
-    out = tuple("⏹️ stopped" if (x or "").startswith("⏳") else x for x in statuses)
+    out = tuple(STOPPED if (x or "").startswith("⏳") else x for x in statuses)
     return out if len(out) > 1 else out[0]
 
 

@@ -129,13 +129,14 @@ class Event:
 
 
 def stream_answers(models: Sequence[ChatModel], messages: Sequence[Sequence[Message]], params: GenerationParams,
-                   ) -> Iterator[Event]:
+                   cancel: threading.Event | None = None) -> Iterator[Event]:
     """Stream every model's answer to its own messages at once (each in a thread), merged in arrival order.
 
-    Each side ends with exactly one `done` or `error` event. Closing the iterator early (the page's Stop,
-    a closed tab) cancels the answers still being decoded."""
+    Each side ends with exactly one `done` or `error` event; a side cut short ends with `error="stopped"`.
+    Setting `cancel` (the page's Stop) stops the decoding within a token; closing the iterator early (a closed
+    tab) does too, and waits for the engines to be free."""
     events: queue.Queue[Event] = queue.Queue()
-    cancel = threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
 
     def run(side: int, model: ChatModel, msgs: Sequence[Message]) -> None:
         start = time.monotonic()

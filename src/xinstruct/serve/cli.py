@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 EPILOG = """\
@@ -75,6 +76,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from xinstruct.serve.chat import ChatConfig, load_models
 
     cfg = load_config(ChatConfig, args.config, chat_overrides(args))
+    logging.getLogger("xinstruct.serve").setLevel(logging.INFO)  # a line per answer: tokens, time, Stop
     models = load_models(cfg)
     from xinstruct.serve.app import ChatPage
 
