@@ -24,20 +24,26 @@ test: $(VENV)/.test-installed chromium
 
 # The chat page's browser test drives Debian's Chromium; it is installed where this machine allows (root or
 # passwordless sudo with apt-get), otherwise the test skips and says why. XINSTRUCT_CHROMIUM names another binary.
+# The emoji font is for the screenshot: the status lines under the answers carry ✅ ❌ ⏹️.
 chromium:
-	@if [ -n "$$XINSTRUCT_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	@pkgs=""; \
+	if [ -z "$$XINSTRUCT_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  pkgs="chromium"; \
+	fi; \
+	if command -v dpkg >/dev/null 2>&1 && ! dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; then \
+	  pkgs="$$pkgs fonts-noto-color-emoji"; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi; \
+	if [ -z "$$pkgs" ]; then \
 	  :; \
-	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "chromium: not installed and no apt-get here; the browser test will skip"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "chromium: installing Debian's chromium for the browser test (apt-get)"; \
-	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
-	    || echo "chromium: apt-get install failed; the browser test will skip"; \
-	elif sudo -n true 2>/dev/null; then \
-	  sudo apt-get install -y -q chromium >/dev/null 2>&1 || { sudo apt-get update -q >/dev/null 2>&1 && sudo apt-get install -y -q chromium >/dev/null 2>&1; } \
-	    || echo "chromium: apt-get install failed; the browser test will skip"; \
+	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$sudo" = none ]; then \
+	  case "$$pkgs" in *chromium*) echo "chromium: not installed and no apt-get with root here (apt-get install$$pkgs); the browser test will skip";; esac; \
 	else \
-	  echo "chromium: not installed and no root to install it (apt-get install chromium); the browser test will skip"; \
+	  echo "chromium: installing$$pkgs for the browser test (apt-get)"; \
+	  for pkg in $$pkgs; do \
+	    $$sudo apt-get install -y -q $$pkg >/dev/null 2>&1 || { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q $$pkg >/dev/null 2>&1; } \
+	      || echo "chromium: apt-get install $$pkg failed$$( [ $$pkg = chromium ] && echo '; the browser test will skip')"; \
+	  done; \
 	fi
 
 # The chat page on the embedded model, beside OUT's SFT model where `make train-demo` made one

@@ -200,7 +200,7 @@ class ChatPage:
             with gr.Row():
                 new = gr.Button("New chat", elem_id="new-chat", size="sm")
                 save = gr.Button("Save conversation", elem_id="save", size="sm")
-                saved = gr.Markdown("", elem_id="save-status")
+            saved = gr.Markdown("", elem_id="save-status")  # its own line: it names the file, a long path
             state = gr.State(new_state(len(self.models)))
             inputs = [msg, system, lang, max_tokens, temperature, top_p, state]
             outputs = [msg, *chats, *statuses, state]
