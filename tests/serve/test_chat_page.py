@@ -85,23 +85,21 @@ class ChatServer:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + START_TIMEOUT
-        while "ready on" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None:
-                pytest.fail(f"xinstruct chat exited with {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"xinstruct chat not ready after {START_TIMEOUT:.0f} s:\n{self.tail()}")
-            time.sleep(0.2)
+        self.wait_log("ready on", START_TIMEOUT)
         assert httpx.get(self.url, timeout=10).status_code == 200
 
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
     def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        """Until the server's output holds `text`; fails (and stops the server) if it exits or times out."""
         deadline = time.monotonic() + timeout
         while text not in self.log.read_text(errors="replace"):
-            assert time.monotonic() < deadline, f"the server never logged {text!r}:\n{self.tail()}"
+            if self.proc.poll() is not None:
+                pytest.fail(f"xinstruct chat exited with {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"xinstruct chat did not log {text!r} within {timeout:.0f} s:\n{self.tail()}")
             time.sleep(0.1)
 
     def records(self) -> list[dict]:

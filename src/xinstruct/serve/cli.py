@@ -76,7 +76,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from xinstruct.serve.chat import ChatConfig, load_models
 
     cfg = load_config(ChatConfig, args.config, chat_overrides(args))
-    logging.getLogger("xinstruct.serve").setLevel(logging.INFO)  # a line per answer: tokens, time, Stop
+    serve_log = logging.getLogger("xinstruct.serve")
+    if serve_log.getEffectiveLevel() > logging.INFO:  # a line per answer (tokens, time, Stop); -v keeps debug
+        serve_log.setLevel(logging.INFO)
     models = load_models(cfg)
     from xinstruct.serve.app import ChatPage
 
