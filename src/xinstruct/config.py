@@ -20,6 +20,8 @@ from xinstruct.curate.diversify import DiversifyConfig
 from xinstruct.curate.generate import GenerateConfig
 from xinstruct.curate.prepare import PrepareConfig
 from xinstruct.curate.refine import RefineConfig
+from xinstruct.curate.relevance import RelevanceConfig
+from xinstruct.curate.selfcheck import SelfCheckConfig
 
 
 @dataclass
@@ -38,6 +40,11 @@ class CurateConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
+    selfcheck: SelfCheckConfig = field(default_factory=SelfCheckConfig)
+    # Which selectors make the final keep: judge, relevance (the gate), both, or auto (each selector whose
+    # self-check AUC reaches selfcheck.auc_floor; the judge alone if none does, with a warning).
+    decide: str = "auto"
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     diversify: DiversifyConfig = field(default_factory=DiversifyConfig)
 

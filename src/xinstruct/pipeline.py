@@ -43,7 +43,10 @@ from xinstruct.curate.decontaminate import Decontaminator
 from xinstruct.curate.generate import InstructionGenerator
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
-from xinstruct.curate.refine import Refiner
+from xinstruct.curate.refine import PairJudge, Refiner
+from xinstruct.curate.relevance import RelevanceGate, RelevanceScorer
+from xinstruct.curate.seeds import load_seeds
+from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
 from xinstruct.records import Record, Reject, stable_hash
@@ -53,7 +56,9 @@ log = logging.getLogger(__name__)
 PREPARE_FORMAT = "1"  # bump when prepare's output for the same input and settings changes
 GENERATE_FORMAT = "1"
 REFINE_FORMAT = "1"
-DIVERSIFY_FORMAT = "1"
+RELEVANCE_FORMAT = "1"
+SELFCHECK_FORMAT = "1"
+DIVERSIFY_FORMAT = "2"  # 2: near-duplicate instructions are never both sampled
 
 
 def sample_corpus() -> Path:
@@ -220,11 +225,13 @@ def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
 STAGES = ("generate", "refine", "diversify")
 
 
-def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None) -> dict[str, Any]:
+def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None,
+                 models: dict[str, LLM] | None = None) -> dict[str, Any]:
     """Run (or resume) `stages` of the curate job described by `cfg`; returns the manifest.
 
     With "generate", the input is a corpus (prepared first); otherwise it is a records file or a
-    run folder, and the stages run on its pairs.
+    run folder, and the stages run on its pairs. `llm` replaces every model of the run; `models`
+    replaces the model of one role ("generate", "refine" or "relevance") and wins over `llm`.
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -233,8 +240,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     work = out / "work"
     t_start = time.perf_counter()
     cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    pool = ModelPool(cache, llm)
+    pool = ModelPool(cache, llm, models)
     counts: dict[str, Any] = {}
+    selection: dict[str, Any] = {}
     stage_info: dict[str, Any] = {}
     rejects: list[Reject] = []
     unsampled: list[Record] = []
@@ -252,7 +260,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
                                      "folder": str(prep.relative_to(out)), "rejected": prep_counts["chunks_rejected"]
                                      + prep_counts["documents_rejected"]}
             rejects += [Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")]
-            gen_llm = pool.stage_llm(cfg.generate.model)
+            gen_llm = pool.stage_llm(cfg.generate.model, "generate")
             gen = InstructionGenerator(cfg.generate, llm=gen_llm)
             key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(cfg.generate), gen.template.id,
                               gen.seeds_fingerprint(), cfg.shard_size)
@@ -274,9 +282,15 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         counts["candidates"] = len(records)
 
         if "refine" in stages:
-            ref_llm = pool.stage_llm(cfg.refine.model)
-            refiner = Refiner(cfg.refine, ref_llm)
-            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, cfg.shard_size)
+            ref_llm = pool.stage_llm(cfg.refine.model, "refine")
+            sel = Selection.setup(cfg, pool, ref_llm, records, work, out)
+            selection = sel.info
+            if sel.gate is not None:
+                records, rej, upstream = sel.run_gate("pre", records, upstream, stage_info)
+                rejects += rej
+            refiner = Refiner(cfg.refine, ref_llm, decides=sel.judge_decides)
+            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, cfg.shard_size,
+                              sel.judge_decides)
             folder, st = run_sharded("refine", key, records, len(records), refiner, cfg.refine.effective_batch_size(),
                                      cfg, work)
             records, rej = _split(_sharded_output(folder))
@@ -284,6 +298,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             upstream = folder.name
             prompts["refine"] = refiner.templates
             stage_info["refine"] = _stage(st, folder, out, len(rej), ref_llm)
+            if sel.gate is not None:
+                records, rej, upstream = sel.run_gate("post", records, upstream, stage_info)
+                rejects += rej
             counts["refined_kept"] = len(records)
 
         if cfg.decontaminate.eval_sets:
@@ -330,6 +347,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         "counts": counts,
         "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),
         "stages": stage_info,
+        "selection": _selection_counts(selection, rejects),
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     with atomic_write(out / "manifest.json") as f:
@@ -357,7 +375,7 @@ def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work:
     import numpy as np
 
     from xinstruct.curate.cluster import kmeans
-    from xinstruct.curate.diversify import Embedder, assign, default_clusters, sample, summary
+    from xinstruct.curate.diversify import Embedder, assign, default_clusters, near_duplicates, sample, summary
 
     d = cfg.diversify
     d.validate()
@@ -382,31 +400,153 @@ def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work:
     k = d.n_clusters or default_clusters(len(records))
     km = kmeans(vecs, k, engine=d.engine, seed=d.seed, niter=d.niter, n_init=d.n_init)
     assign(records, km.labels, km.distances, km.engine, int(km.centroids.shape[0]))
-    kept, dropped = sample(records, km.labels, km.distances, d)
+    dups = near_duplicates(records, d.near_duplicate_threshold) if d.near_duplicate_threshold is not None else []
+    kept, dropped = sample(records, km.labels, km.distances, d, dups)
+    sampled = set(kept)
+    for a, b, sim in dups:
+        for i, j in ((a, b), (b, a)):
+            if i not in sampled and j in sampled:
+                records[i].meta["near_duplicate_of"] = {"id": records[j].id, "similarity": sim}
+    info["near_duplicates"] = {"pairs": len(dups), "threshold": d.near_duplicate_threshold,
+                               "examples": [{"a": records[a].id, "b": records[b].id, "similarity": sim,
+                                             "a_instruction": records[a].instruction,
+                                             "b_instruction": records[b].instruction} for a, b, sim in dups[:50]]}
     info.update(k=int(km.centroids.shape[0]), engine=km.engine, cluster_seconds=round(km.seconds, 3),
                 **summary(records, km.labels), sampled=len(kept), unsampled=len(dropped))
     return [records[i] for i in kept], [records[i] for i in dropped], info
 
 
+class Selection:
+    """Which selectors decide a run's final keep, from its self-check: the relevance gate (None where it is
+    off or cannot score here), its threshold, whether the judge decides, and `info` for the manifest."""
+
+    def __init__(self, cfg: CurateConfig, gate: RelevanceScorer | None, threshold: float | None,
+                 judge_decides: bool, gate_decides: bool, info: dict[str, Any], work: Path, out: Path):
+        self.cfg, self.gate, self.threshold = cfg, gate, threshold
+        self.judge_decides, self.gate_decides, self.info = judge_decides, gate_decides, info
+        self.work, self.out = work, out
+        self.llm: _StageLLM | None = None
+
+    @classmethod
+    def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Sequence[Record], work: Path,
+              out: Path) -> Selection:
+        rc, sc = cfg.relevance, cfg.selfcheck
+        rc.validate()
+        sc.validate()
+        info: dict[str, Any] = {"decide": cfg.decide, "gate": {"enabled": rc.enabled}}
+        scorer: RelevanceScorer | None = None
+        gate_llm = None
+        if rc.enabled:
+            gate_llm = pool.stage_llm(rc.scorer_model(), "relevance")
+            scorer = RelevanceScorer(rc, gate_llm)
+            why = scorer.probe()
+            if why is not None:
+                log.warning("the relevance gate is skipped: its model cannot score text here (%s); the run goes on "
+                            "without it", why)
+                info["gate"].update(skipped=True, reason=why)
+                scorer = None
+            else:
+                info["gate"].update(skipped=False, model=gate_llm.model_id, backend=gate_llm.backend,
+                                    layout=scorer.layout, max_response_tokens=rc.max_response_tokens)
+        check = None
+        langs = sorted({r.lang for r in records} or (cfg.target_langs() or set()))
+        if sc.enabled:
+            planted = planted_pairs(load_seeds(cfg.generate.seeds), langs, sc.size, sc.seed)
+            if planted:
+                check = cls._selfcheck(cfg, planted, judge_llm, scorer, work)
+                info["selfcheck"] = {k: v for k, v in check.items() if k != "rows"}
+                info["selfcheck"]["folder"] = str(Path(check["folder"]).relative_to(out))
+                for name in ("judge", "relevance"):
+                    if check.get(name):
+                        log.warning("self-check: %s", check[name]["verdict"])
+            else:
+                info["selfcheck"] = {"skipped": True, "reason": f"no language of the run ({', '.join(langs) or 'none'})"
+                                     " has two or more seed pairs to plant"}
+        else:
+            info["selfcheck"] = {"skipped": True, "reason": "switched off (selfcheck.enabled=false)"}
+        threshold: float | None = None
+        if scorer is not None:
+            if check is not None and check.get("relevance"):
+                threshold = float(check["relevance"]["threshold"])
+            elif rc.threshold == "auto":
+                raise ValueError("relevance.threshold=auto is set from the self-check, which did not run: turn the "
+                                 "self-check on or give relevance.threshold a number")
+            else:
+                threshold = float(rc.threshold)
+            info["gate"].update(threshold=threshold, threshold_source="auto" if rc.threshold == "auto" else "setting")
+        judge_decides, gate_decides, why = decide(cfg.decide, check and check["judge"],
+                                                  check and check.get("relevance"), scorer is not None)
+        info.update(judge_decides=judge_decides, gate_decides=gate_decides, why=why)
+        if cfg.decide == "auto" and ("failed" in why or "no selector" in why):
+            log.warning("selection: %s", why)
+        sel = cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out)
+        sel.llm = gate_llm
+        return sel
+
+    @staticmethod
+    def _selfcheck(cfg: CurateConfig, planted: list[Record], judge_llm: LLM, scorer: RelevanceScorer | None,
+                   work: Path) -> dict[str, Any]:
+        """The self-check's result, computed once per planted set, judge and scorer settings (resumable)."""
+        judge = PairJudge(cfg.refine, judge_llm)
+        key = stable_hash(SELFCHECK_FORMAT, [(r.id, r.instruction, r.response) for r in planted],
+                          to_dict(cfg.refine), judge.template.id, to_dict(cfg.relevance) if scorer else None,
+                          to_dict(cfg.selfcheck))
+        folder = work / f"selfcheck-{key}"
+        done = folder / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text(encoding="utf-8"))
+        t0 = time.perf_counter()
+        result = run_selfcheck(planted, judge, scorer, cfg.refine.keep_at, cfg.relevance.threshold, cfg.selfcheck)
+        result.update(seconds=round(time.perf_counter() - t0, 2), folder=str(folder))
+        with atomic_write(done) as f:
+            f.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        return result
+
+    def run_gate(self, phase: str, records: list[Record], upstream: str, stage_info: dict[str, Any],
+                 ) -> tuple[list[Record], list[Reject], str]:
+        assert self.gate is not None and self.threshold is not None and self.llm is not None
+        step = RelevanceGate(self.gate, self.threshold, self.gate_decides, phase)
+        key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
+                          phase, self.cfg.shard_size)
+        folder, st = run_sharded(f"relevance-{phase}", key, records, len(records), step, self.cfg.relevance.batch_size,
+                                 self.cfg, self.work)
+        kept, rej = _split(_sharded_output(folder))
+        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, len(rej), self.llm)
+        return kept, rej, folder.name
+
+
+def _selection_counts(selection: dict[str, Any], rejects: Sequence[Reject]) -> dict[str, Any]:
+    """The selection info with how many pairs each selector removed."""
+    if not selection:
+        return {}
+    reasons = Counter(f"{r.stage}/{r.reason}" for r in rejects)
+    pre = sum(1 for r in rejects if r.stage == "relevance" and "before refinement" in r.detail)
+    return {**selection, "removed": {"judge": reasons["refine/low_score"] + reasons["refine/below_threshold"],
+                                     "relevance": reasons["relevance/not_relevant"],
+                                     "relevance_before_refinement": pre,
+                                     "relevance_after_refinement": reasons["relevance/not_relevant"] - pre}}
+
+
 class ModelPool:
     """Loads each distinct model once (on its first cache miss) and shares it between stages."""
 
-    def __init__(self, cache: RequestCache, llm: LLM | None = None):
-        self.cache, self.llm = cache, llm
+    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM] | None = None):
+        self.cache, self.llm, self.by_role = cache, llm, dict(by_role or {})
         self._loaded: dict[str, CachedLLM] = {}
         self._configs: dict[str, ModelConfig] = {}
 
-    def get(self, cfg: ModelConfig) -> CachedLLM:
-        key = stable_hash(to_dict(cfg))
+    def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
+        given = self.by_role.get(role or "") or self.llm
+        key = stable_hash(to_dict(cfg), role if role in self.by_role else None)
         if key not in self._loaded:
             from xinstruct.llm import load_llm
 
-            self._loaded[key] = CachedLLM(self.llm or load_llm(cfg), self.cache)
+            self._loaded[key] = CachedLLM(given or load_llm(cfg), self.cache)
             self._configs[key] = cfg
         return self._loaded[key]
 
-    def stage_llm(self, cfg: ModelConfig) -> _StageLLM:
-        return _StageLLM(self, cfg)
+    def stage_llm(self, cfg: ModelConfig, role: str | None = None) -> _StageLLM:
+        return _StageLLM(self, cfg, role)
 
     def identities(self) -> list[dict[str, Any]]:
         return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
@@ -421,14 +561,14 @@ class ModelPool:
 class _StageLLM(LLM):
     """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
 
-    def __init__(self, pool: ModelPool, cfg: ModelConfig):
-        self._pool, self._cfg = pool, cfg
+    def __init__(self, pool: ModelPool, cfg: ModelConfig, role: str | None = None):
+        self._pool, self._cfg, self._role = pool, cfg, role
         self._m: CachedLLM | None = None
-        self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = 0
+        self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = self.scored = 0
 
     def _get(self) -> CachedLLM:
         if self._m is None:
-            self._m = self._pool.get(self._cfg)
+            self._m = self._pool.get(self._cfg, self._role)
             self.backend, self.model_id = self._m.backend, self._m.model_id
             self.supports_json_schema = self._m.supports_json_schema
         return self._m
@@ -445,11 +585,23 @@ class _StageLLM(LLM):
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return self._get().count_prompt_tokens(messages)
 
+    def token_logprobs(self, pairs):  # type: ignore[no-untyped-def]
+        m = self._get()
+        hits = m.hits
+        out = m.token_logprobs(pairs)
+        self.scored += len(pairs)
+        self.cache_hits += m.hits - hits
+        return out
+
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self._get().chat_prompt(messages)
+
     @property
     def context_window(self) -> int | None:  # type: ignore[override]
         return self._get().context_window
 
     def stats(self) -> dict[str, Any]:
-        return {"loaded": self._m is not None, "requests": self.requests, "cache_hits": self.cache_hits,
-                "generated": self.requests - self.cache_hits, "prompt_tokens": self.prompt_tokens,
+        return {"loaded": self._m is not None, "requests": self.requests, "scored": self.scored,
+                "cache_hits": self.cache_hits,
+                "generated": self.requests + self.scored - self.cache_hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens}

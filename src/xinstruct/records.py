@@ -67,6 +67,14 @@ class Record:
     cluster: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def judge_scores(self) -> list[dict[str, Any]]:
+        """The judge's labels among `scores`, oldest first (entries before `method` existed are the judge's)."""
+        return [s for s in self.scores if s.get("method", "judge") == "judge"]
+
+    def relevance_scores(self) -> list[dict[str, Any]]:
+        """The relevance gate's measurements among `scores`, oldest first."""
+        return [s for s in self.scores if s.get("method") == "relevance"]
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["provenance"] = {k: dataclasses.asdict(v) for k, v in self.provenance.items()}

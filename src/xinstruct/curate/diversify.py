@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from xinstruct.curate.similarity import NEAR_COPY_THRESHOLD, near_duplicate_pairs
 from xinstruct.records import Record
 
 STRATEGIES = ("round_robin", "proportional")
@@ -40,6 +41,9 @@ class DiversifyConfig:
     per_lang: int | None = None  # pairs to keep per language; None = all (clustering still recorded)
     strategy: str = "round_robin"
     seed: int = 0
+    # Two pairs of a language whose instructions are this similar (IDF-weighted word Jaccard, as for seed
+    # copies) are near duplicates: only the better one is sampled. None: off.
+    near_duplicate_threshold: float | None = NEAR_COPY_THRESHOLD
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -85,16 +89,43 @@ def default_clusters(n: int) -> int:
 
 
 def final_score(rec: Record) -> float:
-    return float(rec.scores[-1]["score"]) if rec.scores else 0.0
+    judged = rec.judge_scores()
+    return float(judged[-1]["score"]) if judged else 0.0
+
+
+def near_duplicates(records: Sequence[Record], threshold: float) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) of the pairs of records in the same language with near-duplicate instructions
+    (word weights from every record's instruction)."""
+    texts = [r.instruction or "" for r in records]
+    by_lang: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_lang[r.lang].append(i)
+    out = []
+    for idx in by_lang.values():
+        for a, b, sim in near_duplicate_pairs([texts[i] for i in idx], threshold, reference=texts):
+            out.append((idx[a], idx[b], sim))
+    return sorted(out)
 
 
 def sample(records: Sequence[Record], labels: np.ndarray, distances: np.ndarray, cfg: DiversifyConfig,
-           ) -> tuple[list[int], list[int]]:
-    """Indices of the sampled and the not-sampled records (both in input order)."""
+           dups: Sequence[tuple[int, int, float]] = ()) -> tuple[list[int], list[int]]:
+    """Indices of the sampled and the not-sampled records (both in input order). Of two near duplicates
+    (`dups`, from `near_duplicates`) only the one met first in sampling order is taken."""
+    twins: dict[int, set[int]] = defaultdict(set)
+    for a, b, _ in dups:
+        twins[a].add(b)
+        twins[b].add(a)
     by_lang: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_lang[r.lang].append(i)
     chosen: set[int] = set()
+
+    def take(i: int) -> bool:
+        if i in chosen or twins[i] & chosen:
+            return False
+        chosen.add(i)
+        return True
+
     for idx in by_lang.values():
         target = len(idx) if cfg.per_lang is None else min(cfg.per_lang, len(idx))
         clusters: dict[int, list[int]] = defaultdict(list)
@@ -104,22 +135,27 @@ def sample(records: Sequence[Record], labels: np.ndarray, distances: np.ndarray,
             members.sort(key=lambda i: (-final_score(records[i]), float(distances[i]), records[i].id))
         # Bigger clusters first, so a tie in the round gives the commoner kind of task its turn first.
         order = sorted(clusters, key=lambda c: (-len(clusters[c]), c))
-        if cfg.strategy == "round_robin":
-            taken: list[int] = []
-            depth = 0
-            while len(taken) < target:
-                for c in order:
-                    if depth < len(clusters[c]) and len(taken) < target:
-                        taken.append(clusters[c][depth])
-                depth += 1
-        else:
+        # Round-robin order over every member: the sampling order, and the fill-up order for proportional.
+        depth_order = [clusters[c][d] for d in range(max(map(len, clusters.values()))) for c in order
+                       if d < len(clusters[c])]
+        n = 0
+        if cfg.strategy == "proportional":
             quotas = {c: target * len(clusters[c]) / len(idx) for c in order}
             counts = {c: int(q) for c, q in quotas.items()}
             rest = target - sum(counts.values())
             for c in sorted(order, key=lambda c: (-(quotas[c] - counts[c]), -len(clusters[c]), c))[:rest]:
                 counts[c] += 1
-            taken = [i for c in order for i in clusters[c][: counts[c]]]
-        chosen.update(taken)
+            for c in order:
+                got = 0
+                for i in clusters[c]:
+                    if got == counts[c]:
+                        break
+                    got += take(i)
+                n += got
+        for i in depth_order:  # round robin, or the places near duplicates left free in proportional
+            if n >= target:
+                break
+            n += take(i)
     kept = [i for i in range(len(records)) if i in chosen]
     dropped = [i for i in range(len(records)) if i not in chosen]
     return kept, dropped

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
+from xinstruct.curate.similarity import NEAR_COPY_THRESHOLD, InstructionIndex
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
 from xinstruct.prompts import PromptTemplate
@@ -43,6 +44,9 @@ class GenerateConfig:
     min_words: int = 3
     max_words: int = 40  # X-Instruction instructions average ~100 characters
     batch_size: int = 8  # records per LLM call
+    # An instruction this similar to a seed instruction (IDF-weighted word Jaccard, see curate/similarity.py)
+    # is a copy of the seed, not the text's own instruction: rejected as copies_seed. 1.0: exact copies only.
+    near_copy_threshold: float = NEAR_COPY_THRESHOLD
 
 
 def is_backward_model(mc: ModelConfig) -> bool:
@@ -80,6 +84,7 @@ class InstructionGenerator:
         for s in self.seeds:
             self._by_lang.setdefault(s.lang, []).append(s)
         self._seed_instructions = {_norm(s.instruction) for s in self.seeds}
+        self._seed_index = InstructionIndex([s.instruction for s in self.seeds])
         self._llm = llm
         self.params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                        seed=cfg.seed)
@@ -150,8 +155,8 @@ class InstructionGenerator:
                 continue
             result = self.parse(gen.text, text=rec.text, lang=rec.lang, finish_reason=gen.finish_reason,
                                 min_words=self.cfg.min_words, max_words=self.cfg.max_words)
-            if isinstance(result, str) and _norm(result) in self._seed_instructions:
-                result = ParseError("copies_seed", f"the model copied a seed instruction: {result!r}")
+            if isinstance(result, str):
+                result = self.check_copy(result)
             prov = self.provenance(req, gen.text)
             if isinstance(result, ParseError):
                 rec.provenance["instruction"] = prov
@@ -162,6 +167,16 @@ class InstructionGenerator:
             rec.provenance["instruction"] = prov
             kept.append(rec)
         return kept, rejects
+
+    def check_copy(self, instruction: str) -> str | ParseError:
+        """`instruction`, or a copies_seed error when it is (nearly) a seed's instruction."""
+        if _norm(instruction) in self._seed_instructions:
+            return ParseError("copies_seed", f"the model copied a seed instruction: {instruction!r}")
+        sim, i = self._seed_index.nearest(instruction)
+        if i is not None and sim >= self.cfg.near_copy_threshold:
+            return ParseError("copies_seed", f"the instruction {instruction!r} is a near copy of the seed instruction "
+                              f"{self.seeds[i].instruction!r} (similarity {sim:.2f} >= {self.cfg.near_copy_threshold})")
+        return instruction
 
     def provenance(self, req: ChatRequest, raw: str) -> Provenance:
         return Provenance.of_call(self.llm, self.template, req.params, raw, num_shots=self.cfg.num_shots,

@@ -1,7 +1,7 @@
 """LLM backends behind one interface, chosen by a `ModelConfig`.
 
     backend       model                                   where
-    llama.cpp     a .gguf file, or "embedded"             CPU / GPU (n_gpu_layers)
+    llama.cpp     a .gguf file, "embedded" (SmolLM2-135M-Instruct) or "embedded-scorer" (Gemma-3-270M base)
     transformers  a local checkpoint folder or .gguf      CPU / GPU
     vllm          a local checkpoint folder               GPU, optional extra
     openai        the served model name (+ base_url)      any OpenAI-compatible server
@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, Message
+from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, Message, ScoringUnsupported
 from xinstruct.llm.cache import CachedLLM, RequestCache
-from xinstruct.llm.embedded import EMBEDDED_LLM, smollm2_gguf
+from xinstruct.llm.embedded import EMBEDDED_LLM, EMBEDDED_SCORER, gemma3_gguf, smollm2_gguf
 
 BACKENDS = ("llama.cpp", "transformers", "vllm", "openai")
 
 __all__ = ["LLM", "BACKENDS", "CachedLLM", "ChatRequest", "Generation", "GenerationParams", "LLMError",
-           "Message", "ModelConfig", "RequestCache", "load_llm"]
+           "Message", "ModelConfig", "RequestCache", "ScoringUnsupported", "load_llm"]
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ModelConfig:
             return self.backend
         if self.base_url:
             return "openai"
-        if self.model == EMBEDDED_LLM or self.model.endswith(".gguf"):
+        if self.model in (EMBEDDED_LLM, EMBEDDED_SCORER) or self.model.endswith(".gguf"):
             return "llama.cpp"
         return "transformers"
 
@@ -50,6 +50,8 @@ def load_llm(cfg: ModelConfig) -> LLM:
     model = cfg.model
     if model == EMBEDDED_LLM and backend != "openai":
         model = str(smollm2_gguf())
+    elif model == EMBEDDED_SCORER and backend != "openai":
+        model = str(gemma3_gguf())
     if backend == "llama.cpp":
         from xinstruct.llm.llamacpp import LlamaCppLLM
 

@@ -105,6 +105,10 @@ class LLMError(RuntimeError):
     """A backend failed in a way that retrying the same call will not fix."""
 
 
+class ScoringUnsupported(LLMError):
+    """The backend (or the server behind it) cannot give per-token log-probabilities of a given text."""
+
+
 class LLM(ABC):
     """Batched chat generation. Subclasses set `backend` and `model_id`."""
 
@@ -141,6 +145,16 @@ class LLM(ABC):
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context (optional)."""
         raise NotImplementedError(f"{self.backend} does not implement loglikelihood")
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """The log-probability of each token of each continuation given its context, in order (optional;
+        `ScoringUnsupported` where the backend or its server cannot score)."""
+        raise ScoringUnsupported(f"the {self.backend} backend cannot score text (no per-token log-probabilities)")
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """The text the model's chat template makes of `messages`, ending with the assistant's turn (optional;
+        NotImplementedError where the template is not known here, e.g. behind a server)."""
+        raise NotImplementedError(f"the {self.backend} backend cannot render its chat template here")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine (threads, GPU memory, connections)."""

@@ -14,12 +14,18 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
+from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation
 
 
 def request_key(fingerprint: str, req: ChatRequest) -> str:
     payload = {"model": fingerprint, "messages": list(req.messages), "params": req.params.to_dict()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def score_key(fingerprint: str, context: str, continuation: str) -> str:
+    payload = {"model": fingerprint, "token_logprobs": [context, continuation]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -50,20 +56,27 @@ class RequestCache:
                 delay = min(delay * 2, 0.5)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
-        out: dict[str, Generation] = {}
+        return {k: Generation(**v) for k, v in self.get_values(keys).items()}
+
+    def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The JSON values stored under `keys` (generations, or scores)."""
+        out: dict[str, Any] = {}
         with self._lock:
             for i in range(0, len(keys), 500):
                 part = list(keys[i : i + 500])
                 q = f"SELECT key, response FROM calls WHERE key IN ({','.join('?' * len(part))})"
                 for key, resp in self._db.execute(q, part):
-                    out[key] = Generation(**json.loads(resp))
+                    out[key] = json.loads(resp)
         return out
 
-    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
-        rows = [(k, model, json.dumps(g.to_dict(), ensure_ascii=False)) for k, g in items]
+    def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
+        rows = [(k, model, json.dumps(v, ensure_ascii=False)) for k, v in items]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", rows)
             self._db.commit()
+
+    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
+        self.put_values(model, [(k, g.to_dict()) for k, g in items])
 
     def __len__(self) -> int:
         with self._lock:
@@ -119,6 +132,21 @@ class CachedLLM(LLM):
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         return self.llm.loglikelihood(pairs)
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """Cached like generations: a rerun never scores the same (context, continuation) twice."""
+        keys = [score_key(self.fingerprint, c, x) for c, x in pairs]
+        found = self.cache.get_values(keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(pairs) - len(todo)
+        self.misses += len(todo)
+        fresh = self.llm.token_logprobs([pairs[i] for i in todo]) if todo else []
+        self.cache.put_values(self.fingerprint, [(keys[i], v) for i, v in zip(todo, fresh, strict=True)])
+        new = dict(zip(todo, fresh, strict=True))
+        return [found[k] if k in found else new[i] for i, k in enumerate(keys)]
+
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self.llm.chat_prompt(messages)
 
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return self.llm.count_prompt_tokens(messages)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, cut_at_stop, json_prefix
+from xinstruct.llm.embedded import cache_dir
 from xinstruct.records import stable_hash
 
 
@@ -64,11 +65,6 @@ def weights_fingerprint(path: Path) -> str:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-
-
-def cache_dir() -> Path:
-    """Where xinstruct keeps derived files (dequantised GGUF models): $XINSTRUCT_CACHE or ~/.cache/xinstruct."""
-    return Path(os.environ.get("XINSTRUCT_CACHE") or Path.home() / ".cache" / "xinstruct")
 
 
 def dequantized_gguf(gguf: Path) -> Path:
@@ -171,8 +167,14 @@ class TransformersLLM(LLM):
         (context, continuation), as lm-eval's HF model computes them: the same tokens, longest first in
         right-padded batches (no mask needed: padding only follows), log-softmax in float32. An empty
         continuation scores (0.0, True)."""
+        return [(float(sum(lp)), greedy) for lp, greedy in self._scored(pairs)]
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        return [lp for lp, _ in self._scored(pairs)]
+
+    def _scored(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[float], bool]]:
         enc = [self.encode_pair(c, x) for c, x in pairs]
-        out: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)
+        out: list[tuple[list[float], bool]] = [([], True)] * len(pairs)
         todo = sorted((i for i, e in enumerate(enc) if e[1]), key=lambda i: -len(enc[i][0]) - len(enc[i][1]))
         for s in range(0, len(todo), self.batch_size):
             part = todo[s : s + self.batch_size]
@@ -180,7 +182,7 @@ class TransformersLLM(LLM):
                 out[i] = res
         return out
 
-    def _score_batch(self, enc: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+    def _score_batch(self, enc: list[tuple[list[int], list[int]]]) -> list[tuple[list[float], bool]]:
         import torch
 
         rows = [model_window(e, self.context_window or 2048) for e in enc]
@@ -195,9 +197,12 @@ class TransformersLLM(LLM):
                 end = len(rows[r])
                 logp = torch.log_softmax(logits[r, end - len(cont) : end].float(), dim=-1)
                 target = torch.tensor(cont, device=logp.device)
-                ll = logp.gather(-1, target[:, None]).sum().item()
-                results.append((ll, bool((logp.argmax(-1) == target).all())))
+                lps = logp.gather(-1, target[:, None])[:, 0].tolist()
+                results.append((lps, bool((logp.argmax(-1) == target).all())))
         return results
+
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self.prompt_text(messages)
 
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return len(self.tokenizer(self.prompt_text(messages), add_special_tokens=False)["input_ids"])

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError
+from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError, ScoringUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,56 @@ class OpenAICompatLLM(LLM):
                 last = f"stream failed ({type(e).__name__}: {e})"
                 if pieces:
                     raise LLMError(f"{url}: {last} after {len(pieces)} pieces") from e
+        raise LLMError(f"{url} failed after {self.max_retries + 1} attempts: {last}")
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """Per-token log-probabilities of each continuation from the legacy `/v1/completions` endpoint with
+        `echo` and `logprobs` (vLLM's server; llama.cpp's with logits_all): the prompt is context +
+        continuation, and the continuation's tokens are those whose text offset is past the context. A
+        server that answers without log-probabilities, or refuses them, raises `ScoringUnsupported`."""
+        if len(pairs) <= 1 or self.concurrency == 1:
+            return [self._score(c, x) for c, x in pairs]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda p: self._score(*p), pairs))
+
+    def _score(self, context: str, continuation: str) -> list[float]:
+        url = f"{self.base_url}/completions"
+        n = len(context) - len(context.rstrip())  # a trailing space belongs to the next token
+        context, continuation = (context[:-n], context[-n:] + continuation) if n else (context, continuation)
+        body = {"model": self.model_id, "prompt": context + continuation, "max_tokens": 1, "temperature": 0.0,
+                "echo": True, "logprobs": 1, **self.extra_body}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._wait(attempt)
+            try:
+                r = self._client.post(url, json=body)
+            except (httpx.TimeoutException, httpx.TransportError) as e:
+                last = f"request failed ({type(e).__name__}: {e})"
+                continue
+            refusal = r.status_code in (400, 404, 405, 422, 500, 501) and (
+                r.status_code in (404, 405, 501) or any(w in r.text.lower() for w in ("logprob", "logits", "echo")))
+            if refusal:
+                raise ScoringUnsupported(f"{url} gives no log-probabilities of a prompt: HTTP {r.status_code}: "
+                                         f"{r.text[:300]}")
+            if r.status_code in RETRYABLE_STATUS:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                continue
+            if r.status_code >= 400:
+                raise LLMError(f"{url}: HTTP {r.status_code}: {r.text[:500]}")
+            try:
+                lp = r.json()["choices"][0].get("logprobs") or {}
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                last = f"unreadable answer ({type(e).__name__}: {e}): {r.text[:200]}"
+                continue
+            offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+            if not offsets or not values or len(offsets) != len(values):
+                raise ScoringUnsupported(f"{url} answered without prompt log-probabilities (echo + logprobs)")
+            start, end = len(context), len(context) + len(continuation)
+            out = [v for off, v in zip(offsets, values, strict=True) if start <= off < end]
+            if any(v is None for v in out):
+                raise ScoringUnsupported(f"{url} left some prompt log-probabilities empty")
+            return [float(v) for v in out]
         raise LLMError(f"{url} failed after {self.max_retries + 1} attempts: {last}")
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:

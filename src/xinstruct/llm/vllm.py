@@ -51,6 +51,34 @@ class VLLMLLM(LLM):
             kw.update(_structured(p.json_schema))
         return self._vllm.SamplingParams(**kw)
 
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self._llm.get_tokenizer().apply_chat_template(list(messages), tokenize=False,
+                                                              add_generation_prompt=True)
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """Per-token log-probabilities of each continuation from vLLM's `prompt_logprobs` (one generated
+        token per prompt), with the continuation's tokens taken as lm-eval takes them (`encode_pair`)."""
+        from xinstruct.llm.hf import encode_pair
+
+        tok = self._llm.get_tokenizer()
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+        def encode(text: str, add_special: bool) -> list[int]:
+            return tok.encode(text, add_special_tokens=add_special)
+
+        encs = [encode_pair(encode, prefix, tok.bos_token, c, x) for c, x in pairs]
+        todo = [i for i, (_, cont) in enumerate(encs) if cont]
+        out: list[list[float]] = [[] for _ in pairs]
+        if not todo:
+            return out
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        prompts = [{"prompt_token_ids": encs[i][0] + encs[i][1]} for i in todo]
+        for i, o in zip(todo, self._llm.generate(prompts, params, use_tqdm=False), strict=True):
+            ctx, cont = encs[i]
+            rows = o.prompt_logprobs[len(ctx) :]  # position k holds {token id: Logprob} for prompt token k
+            out[i] = [float(row[t].logprob) for row, t in zip(rows, cont, strict=True)]
+        return out
+
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         if not requests:
             return []

