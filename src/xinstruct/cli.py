@@ -147,6 +147,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{start} -> {c['candidates']} candidate pairs -> {c['samples']} samples "
           f"({c['unsampled']} not sampled); rejects: {sum(m['rejects_by_reason'].values())}; "
           f"LLM calls: {sum(x['generated'] for x in calls)} new, {sum(x['cache_hits'] for x in calls)} cached")
+    if m.get("selection"):
+        from xinstruct.report import selection_line
+
+        print(selection_line(m["selection"]))
     out = Path(cfg.out)
     print(f"wrote {out / 'samples.jsonl'}, rejects.jsonl, unsampled.jsonl, manifest.json"
           + (", report.md, plots/ and README.md (dataset card)" if cfg.report else ""))

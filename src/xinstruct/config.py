@@ -67,11 +67,30 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             raise ValueError(f"unknown setting {path!r}; known here: {', '.join(sorted(names))}")
         hint = _optional_dataclass(hints[key]) if isinstance(value, dict) else hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            # Settings given for a section complete its default rather than replace it: `relevance.model.options.
+            # n_threads=2` keeps the scorer's own default model.
+            base = _default(cls, key)
+            if dataclasses.is_dataclass(base) and isinstance(value, dict):
+                value = _merge(dataclasses.asdict(base), value)
             value = from_dict(hint, value or {}, path)
         elif hint in (tuple[str, ...],) and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _optional_dataclass(hint: Any) -> Any:

@@ -425,7 +425,7 @@ class Selection:
         self.cfg, self.gate, self.threshold = cfg, gate, threshold
         self.judge_decides, self.gate_decides, self.info = judge_decides, gate_decides, info
         self.work, self.out = work, out
-        self.llm: _StageLLM | None = None
+        self.pool: ModelPool | None = None
 
     @classmethod
     def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Sequence[Record], work: Path,
@@ -439,15 +439,17 @@ class Selection:
         if rc.enabled:
             gate_llm = pool.stage_llm(rc.scorer_model(), "relevance")
             scorer = RelevanceScorer(rc, gate_llm)
-            why = scorer.probe()
-            if why is not None:
+            probe = cls._probe(rc, scorer, pool, work)
+            info["gate"]["probe_llm"] = gate_llm.stats()
+            if probe["reason"] is not None:
                 log.warning("the relevance gate is skipped: its model cannot score text here (%s); the run goes on "
-                            "without it", why)
-                info["gate"].update(skipped=True, reason=why)
+                            "without it", probe["reason"])
+                info["gate"].update(skipped=True, reason=probe["reason"])
                 scorer = None
             else:
-                info["gate"].update(skipped=False, model=gate_llm.model_id, backend=gate_llm.backend,
-                                    layout=scorer.layout, max_response_tokens=rc.max_response_tokens)
+                scorer._layout = probe["layout"]
+                info["gate"].update(skipped=False, model=probe["model"], backend=probe["backend"],
+                                    layout=probe["layout"], max_response_tokens=rc.max_response_tokens)
         check = None
         langs = sorted({r.lang for r in records} or (cfg.target_langs() or set()))
         if sc.enabled:
@@ -458,7 +460,7 @@ class Selection:
                 info["selfcheck"]["folder"] = str(Path(check["folder"]).relative_to(out))
                 for name in ("judge", "relevance"):
                     if check.get(name):
-                        log.warning("self-check: %s", check[name]["verdict"])
+                        (log.info if check[name]["trusted"] else log.warning)("self-check: %s", check[name]["verdict"])
             else:
                 info["selfcheck"] = {"skipped": True, "reason": f"no language of the run ({', '.join(langs) or 'none'})"
                                      " has two or more seed pairs to plant"}
@@ -474,14 +476,38 @@ class Selection:
             else:
                 threshold = float(rc.threshold)
             info["gate"].update(threshold=threshold, threshold_source="auto" if rc.threshold == "auto" else "setting")
+            g = check.get("relevance") if check else None
+            if g and rc.threshold != "auto" and (g["shuffled_keep_rate"] > 2 * sc.max_shuffled_keep
+                                                 or g["true_keep_rate"] < 0.5):
+                info["gate"]["warning"] = (f"the relevance threshold {threshold} keeps {g['true_kept']} of {g['true']} "
+                                           f"true and {g['shuffled_kept']} of {g['shuffled']} shuffled planted pairs: "
+                                           "it does not fit this scorer; consider --relevance-threshold auto")
+                log.warning("self-check: %s", info["gate"]["warning"])
         judge_decides, gate_decides, why = decide(cfg.decide, check and check["judge"],
                                                   check and check.get("relevance"), scorer is not None)
         info.update(judge_decides=judge_decides, gate_decides=gate_decides, why=why)
         if cfg.decide == "auto" and ("failed" in why or "no selector" in why):
             log.warning("selection: %s", why)
         sel = cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out)
-        sel.llm = gate_llm
+        sel.pool = pool
         return sel
+
+    @staticmethod
+    def _probe(rc: Any, scorer: RelevanceScorer, pool: ModelPool, work: Path) -> dict[str, Any]:
+        """Whether the scorer can score here. A success is kept (per scorer setting), so a resumed run loads no
+        model for it; a failure is probed again next time (the server may have been down)."""
+        key = stable_hash(to_dict(rc.scorer_model()), rc.layout, pool.by_role.get("relevance") is not None)
+        path = work / f"relevance-probe-{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        reason = scorer.probe()
+        if reason is not None:
+            return {"reason": reason}
+        result = {"reason": None, "layout": scorer.layout, "model": scorer.llm.model_id,
+                  "backend": scorer.llm.backend}
+        with atomic_write(path) as f:
+            f.write(json.dumps(result))
+        return result
 
     @staticmethod
     def _selfcheck(cfg: CurateConfig, planted: list[Record], judge_llm: LLM, scorer: RelevanceScorer | None,
@@ -504,14 +530,17 @@ class Selection:
 
     def run_gate(self, phase: str, records: list[Record], upstream: str, stage_info: dict[str, Any],
                  ) -> tuple[list[Record], list[Reject], str]:
-        assert self.gate is not None and self.threshold is not None and self.llm is not None
-        step = RelevanceGate(self.gate, self.threshold, self.gate_decides, phase)
+        assert self.gate is not None and self.threshold is not None and self.pool is not None
+        llm = self.pool.stage_llm(self.cfg.relevance.scorer_model(), "relevance")  # this phase's own call counts
+        scorer = RelevanceScorer(self.cfg.relevance, llm)
+        scorer._layout = self.gate.layout
+        step = RelevanceGate(scorer, self.threshold, self.gate_decides, phase)
         key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
                           phase, self.cfg.shard_size)
         folder, st = run_sharded(f"relevance-{phase}", key, records, len(records), step, self.cfg.relevance.batch_size,
                                  self.cfg, self.work)
         kept, rej = _split(_sharded_output(folder))
-        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, len(rej), self.llm)
+        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, len(rej), llm)
         return kept, rej, folder.name
 
 

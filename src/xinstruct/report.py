@@ -286,6 +286,8 @@ def selection_md(sel: dict[str, Any], level: str = "##") -> list[str]:
         parts.append(f"- Relevance gate: `{gate.get('model')}` ({gate.get('backend')}, {gate.get('layout')} layout), "
                      f"threshold {gate.get('threshold')} ({gate.get('threshold_source')}), responses cut to "
                      f"{gate.get('max_response_tokens')} tokens.")
+        if gate.get("warning"):
+            parts.append(f"- Warning: {gate['warning']}.")
     parts.append(f"- Decided by: {_deciders(sel)} ({sel.get('why')}).")
     removed = sel.get("removed")
     if removed:
@@ -299,6 +301,18 @@ def selection_md(sel: dict[str, Any], level: str = "##") -> list[str]:
         parts += ["", _md_table(["selector", "AUC (planted)", "threshold", "true pairs kept", "shuffled pairs kept"],
                                 rows)]
     return parts
+
+
+def selection_line(sel: dict[str, Any]) -> str:
+    """One line for the terminal: the self-check's AUCs, the gate, who decided and what each removed."""
+    check, gate = sel.get("selfcheck", {}), sel.get("gate", {})
+    figures = [f"{name} AUC {check[name]['auc']}" for name in ("judge", "relevance") if check.get(name)]
+    state = ("off" if not gate.get("enabled", True) else "skipped" if gate.get("skipped")
+             else f"threshold {gate.get('threshold')}")
+    removed = sel.get("removed", {})
+    return (f"selection: self-check {', '.join(figures) or 'not run'}; relevance gate {state}; decided by "
+            f"{_deciders(sel)}; removed {removed.get('judge', 0)} by the judge, {removed.get('relevance', 0)} by "
+            "the gate")
 
 
 def _deciders(sel: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from xinstruct.curate.relevance import PLAIN_WITH, PLAIN_WITHOUT, RelevanceConfig, RelevanceGate, RelevanceScorer
+from xinstruct.curate.relevance import PLAIN, RelevanceConfig, RelevanceGate, RelevanceScorer
 from xinstruct.llm import LLM, CachedLLM, RequestCache, ScoringUnsupported
 from xinstruct.records import Record
 
@@ -31,11 +31,12 @@ def rec(i, instruction, response):
 
 def test_gain_is_the_mean_log_likelihood_gain_per_token():
     scorer = RelevanceScorer(RelevanceConfig(model=RelevanceConfig().model), TopicScorer())
-    g = scorer.gains([("Tell me about ugali and maize.", "ugali maize beans rice")])[0]
-    # with the instruction: ugali -1, maize -1, beans -2, rice -2 -> -1.5; without: -2 each -> gain 0.5
+    g = scorer.gains([("Tell me about ugali and maize.", "ugali maize beans rice", "sw")])[0]
+    # with the instruction: ugali -1, maize -1, beans -2, rice -2 -> -1.5; with the generic one: -2 each -> 0.5
     assert (g.with_instruction, g.without_instruction, g.value, g.tokens) == (-1.5, -2.0, 0.5, 4)
     assert scorer.layout == "plain"
-    assert scorer.contexts("Say hi.") == (PLAIN_WITH.format(instruction="Say hi."), PLAIN_WITHOUT)
+    assert scorer.contexts("Say hi.", "sw") == (PLAIN.format(instruction="Say hi."),
+                                              PLAIN.format(instruction="Write a text in Swahili."))
 
 
 def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():
@@ -46,11 +47,12 @@ def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():
     kept, rejects = gate([good, bad])
     assert [r.id for r in kept] == ["a"]
     assert [(r.id, r.reason, r.stage) for r in rejects] == [("b", "not_relevant", "relevance")]
-    assert "gains 0.0000" in rejects[0].detail and "below the threshold 0.2500" in rejects[0].detail
+    detail = rejects[0].detail
+    assert "gains 0.0000" in detail and "over a generic one" in detail and "below the threshold 0.2500" in detail
     entry = good.relevance_scores()[-1]
     assert entry["value"] == pytest.approx(0.25) and entry["phase"] == "pre" and entry["model"] == "topic"
     assert good.judge_scores() == []
-    # the same response alone is scored once for both pairs: 2 with-instruction calls + 1 baseline
+    # the same response's baseline is scored once for both pairs: 2 with-instruction calls + 1 baseline
     assert len(llm.scored) == 3
 
 
@@ -62,7 +64,7 @@ def test_gate_that_does_not_decide_only_records():
 
 def test_response_is_cut_to_the_token_budget():
     scorer = RelevanceScorer(RelevanceConfig(max_response_tokens=2), TopicScorer())
-    g = scorer.gains([("ugali", "ugali beans beans beans")])[0]
+    g = scorer.gains([("ugali", "ugali beans beans beans", "sw")])[0]
     assert g.tokens == 2 and g.value == pytest.approx((-1.5) - (-2.0))
 
 

@@ -57,3 +57,16 @@ def test_decide_auto_uses_what_passed_the_self_check():
     assert decide("judge", _sel(0.4), _sel(0.9), True)[:2] == (True, False)
     with pytest.raises(ValueError, match="decide must be one of"):
         decide("vote", None, None, True)
+
+
+def test_a_lucky_auc_on_few_pairs_is_not_trusted():
+    from xinstruct.curate.selfcheck import selector_summary
+
+    # A 1-5 judge that happens to rank 12 true pairs a little above 12 shuffled ones: AUC 0.62 passes the 0.6
+    # floor, but its lower bound is below chance, so it does not decide.
+    true, shuffled = [1] * 8 + [2, 3, 4, 5], [1] * 10 + [2, 2]
+    s = selector_summary("judge", true, shuffled, 4.0, floor=0.6)
+    assert s["auc"] >= 0.6 and s["auc_lower_bound"] < 0.5 and not s["trusted"]
+    assert "not clearly better than chance" in s["verdict"]
+    good = selector_summary("relevance", [0.1] * 12, [0.0] * 12, 0.05, floor=0.6)
+    assert good["trusted"] and good["true_kept"] == 12 and good["shuffled_kept"] == 0

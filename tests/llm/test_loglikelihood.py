@@ -183,3 +183,21 @@ def test_llamacpp_without_logits_all_says_how_to_load_it(embedded_gguf):
 
     with LlamaCppLLM(embedded_gguf, n_ctx=256) as llm, pytest.raises(LLMError, match="logits_all=True"):
         llm.loglikelihood([("a", " b")])
+
+
+@pytest.mark.slow
+def test_token_logprobs_sum_to_the_loglikelihood_and_gains_agree_across_engines(backends):
+    """The relevance gate's input: per-token log-probabilities of the continuation, in both in-process
+    engines, summing to `loglikelihood`; and a chat-layout gain computed with each engine's own template."""
+    from xinstruct.curate.relevance import RelevanceConfig, RelevanceScorer
+
+    hf, cpp = backends
+    pairs = [(c, x) for c, xs in CHOICES for x in xs]
+    for llm in (hf, cpp):
+        per_token = llm.token_logprobs(pairs)
+        assert [len(t) for t in per_token] == [len(llm.encode_pair(c, x)[1]) for c, x in pairs]
+        assert [sum(t) for t in per_token] == pytest.approx(llm.loglikelihood(pairs), abs=1e-3)
+    assert hf.chat_prompt([{"role": "user", "content": "Hi"}]) == cpp.chat_prompt([{"role": "user", "content": "Hi"}])
+    pair = ("How is ugali cooked?", "Ugali hupikwa kwa unga wa mahindi na maji hadi uwe mgumu.", "sw")
+    gains = [RelevanceScorer(RelevanceConfig(layout="chat"), llm).gains([pair])[0].value for llm in (hf, cpp)]
+    assert gains[0] == pytest.approx(gains[1], abs=0.1)

@@ -23,7 +23,10 @@ DECIDE_MODES = ("auto", "judge", "relevance", "both")
 @dataclass
 class SelfCheckConfig:
     enabled: bool = True
-    size: int = 40  # planted pairs in all, half true and half shuffled, spread over the run's languages
+    # Planted pairs in all, half true and half shuffled, spread over the run's languages (two or more true pairs
+    # per language; with many languages and a small size, some languages are left out). 24 take about 3 minutes
+    # with the embedded models on 2 cores.
+    size: int = 24
     seed: int = 0
     auc_floor: float = 0.6  # decide=auto: a selector below this AUC does not decide
     max_shuffled_keep: float = 0.05  # relevance.threshold=auto keeps at most this share of shuffled pairs
@@ -44,20 +47,25 @@ def planted_pairs(seeds: Sequence[Seed], langs: Sequence[str], size: int, seed: 
     usable = [lang for lang in sorted(set(langs)) if len(by_lang.get(lang, [])) >= 2]
     if not usable:
         return []
-    per_lang = {lang: 0 for lang in usable}
+    # Two seeds per language first (a derangement needs two), languages in a seeded order while the budget
+    # lasts, then one more per language in turn while seeds last.
+    order = random.Random(stable_hash("selfcheck-langs", seed)).sample(usable, len(usable))
     want = size // 2
-    while sum(per_lang.values()) < want:  # round robin while seeds last
+    per_lang = {lang: 0 for lang in usable}
+    for lang in order:
+        if sum(per_lang.values()) + 2 <= want:
+            per_lang[lang] = 2
+    grew = True
+    while grew and sum(per_lang.values()) < want:
         grew = False
-        for lang in usable:
-            if per_lang[lang] < len(by_lang[lang]) and sum(per_lang.values()) < want:
+        for lang in order:
+            if 2 <= per_lang[lang] < len(by_lang[lang]) and sum(per_lang.values()) < want:
                 per_lang[lang] += 1
                 grew = True
-        if not grew:
-            break
     out: list[Record] = []
     for lang in usable:
         k = per_lang[lang]
-        if k < 2:  # a derangement needs two
+        if k < 2:  # left out: the budget ran out
             continue
         rng = random.Random(stable_hash("selfcheck", lang, seed))
         chosen = rng.sample(by_lang[lang], k)
@@ -76,6 +84,14 @@ def auc(true_vals: Sequence[float], shuffled_vals: Sequence[float]) -> float | N
         return None
     wins = sum((t > s) + 0.5 * (t == s) for t in true_vals for s in shuffled_vals)
     return wins / (len(true_vals) * len(shuffled_vals))
+
+
+def auc_lower_bound(a: float, n_true: int, n_shuffled: int, z: float = 1.645) -> float:
+    """A one-sided 95% lower bound of an AUC from `n_true` and `n_shuffled` pairs (Hanley and McNeil's
+    standard error): on 12 + 12 planted pairs an AUC of 0.62 is 0.43 at the bound, not clearly above chance."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_true - 1) * (q1 - a * a) + (n_shuffled - 1) * (q2 - a * a)) / (n_true * n_shuffled)
+    return a - z * max(var, 0.0) ** 0.5
 
 
 def keep_rates(true_vals: Sequence[float], shuffled_vals: Sequence[float], threshold: float) -> dict[str, Any]:
@@ -101,9 +117,12 @@ def auto_threshold(true_vals: Sequence[float], shuffled_vals: Sequence[float], m
 def selector_summary(name: str, true_vals: Sequence[float], shuffled_vals: Sequence[float], threshold: float,
                      floor: float, unscored: int = 0) -> dict[str, Any]:
     a = auc(true_vals, shuffled_vals)
-    out = {"selector": name, "auc": round(a, 3) if a is not None else None, "threshold": threshold,
+    low = auc_lower_bound(a, len(true_vals), len(shuffled_vals)) if a is not None else None
+    out = {"selector": name, "auc": round(a, 3) if a is not None else None,
+           "auc_lower_bound": round(low, 3) if low is not None else None, "threshold": threshold,
            **keep_rates(true_vals, shuffled_vals, threshold), "unscored": unscored,
-           "trusted": a is not None and a >= floor}
+           # Trusted: at the floor, and clearly better than chance on this many planted pairs.
+           "trusted": a is not None and low is not None and a >= floor and low > 0.5}
     out["verdict"] = verdict_words(name, out, floor)
     return out
 
@@ -118,6 +137,9 @@ def verdict_words(name: str, s: dict[str, Any], floor: float) -> str:
         how = f"{label} ranks shuffled pairs above right ones (worse than chance): AUC {a:.2f}"
     elif a < floor:
         how = f"{label} cannot tell right pairs from shuffled ones: AUC {a:.2f}"
+    elif not s["trusted"]:
+        how = (f"{label} is not clearly better than chance on {s['true']} + {s['shuffled']} planted pairs: AUC "
+               f"{a:.2f}, 95% lower bound {s['auc_lower_bound']:.2f}")
     elif a < 0.85:
         how = f"{label} separates right pairs from shuffled ones somewhat: AUC {a:.2f}"
     else:
@@ -175,7 +197,7 @@ def run_selfcheck(planted: Sequence[Record], judge: Any, scorer: Any | None, kee
     out: dict[str, Any] = {"pairs": len(planted), "languages": sorted({r.lang for r in planted}),
                            "judge": judge_sum, "relevance": None, "rows": rows}
     if scorer is not None:
-        gains = scorer.gains([(r.instruction or "", r.response or r.text) for r in planted])
+        gains = scorer.gains([(r.instruction or "", r.response or r.text, r.lang) for r in planted])
         gvals = [g.value for g in gains]
         for row, g in zip(rows, gains, strict=True):
             row["relevance"] = round(g.value, 5)
