@@ -1,5 +1,5 @@
-"""The curate job: prepare -> generate -> label/refine -> (decontaminate) -> diversify -> report,
-resumable at every point. Each stage also runs alone on a file of records.
+"""The curate job: prepare -> generate -> (self-check) -> relevance -> label/refine -> relevance ->
+(decontaminate) -> diversify -> report, resumable at every point. Each stage also runs alone on a file of records.
 
 Layout of a run folder:
 
@@ -11,6 +11,8 @@ Layout of a run folder:
     OUT/cache/llm.sqlite   the request cache: a finished LLM call is never made twice
     OUT/work/prepare-KEY/  prepared chunks, written once (KEY hashes input + settings)
     OUT/work/generate-KEY/ one file per finished shard of generated pairs (and their rejects)
+    OUT/work/selfcheck-KEY/ the self-check of judge and relevance gate on planted seed pairs (result.json)
+    OUT/work/relevance-pre-KEY/, relevance-post-KEY/  the relevance gate's shards, before and after refinement
     OUT/work/refine-KEY/   one file per finished shard of labeled/refined pairs
     OUT/work/diversify-KEY/ the instruction embeddings
 

@@ -74,7 +74,8 @@ def relevance_values(samples: list[Record], unsampled: list[Record], rejects: li
         return float(rel[-1]["value"]) if rel else None
 
     kept = [v for v in map(last, samples + unsampled) if v is not None]
-    rejected = [v for v in (last(Record.from_dict(r["record"])) for r in rejects if r.get("record")) if v is not None]
+    rejected = [v for v in (last(Record.from_dict(r["record"])) for r in rejects
+                            if (r.get("record") or {}).get("scores")) if v is not None]
     gate = manifest.get("selection", {}).get("gate", {})
     return {"kept": kept, "rejected": rejected, "threshold": gate.get("threshold")}
 

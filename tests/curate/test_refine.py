@@ -173,3 +173,22 @@ def test_a_failed_call_is_an_llm_error_reject_not_a_parse_failure():
 
     kept, rejects = Refiner(RefineConfig(), Failing(None))([pair()])
     assert kept == [] and rejects[0].reason == "llm_error" and "context too long" in rejects[0].detail
+
+
+def test_a_judge_that_does_not_decide_labels_and_refines_but_rejects_nothing():
+    # Scores by instruction: 1 (drop), 3 (refine, rewritten, still 3), and no readable answer at all.
+    judge = {"Describe ugali.": verdict(1), "Name a dish.": verdict(3), "Name a dish better.": verdict(3),
+             "Say something.": "no idea"}
+    pairs = [pair("a", "Describe ugali."), pair("b", "Name a dish."), pair("c", "Say something.")]
+    for decides, kept_ids in ((True, []), (False, ["a", "b", "c"])):
+        llm = ScriptedLLM(lambda inst, resp, retry: judge[inst], lambda kind, inst: inst.rstrip(".") + " better.")
+        recs = [pair(p.id, p.instruction) for p in pairs]
+        kept, rejects = Refiner(RefineConfig(iterations=1), llm, decides=decides)(recs)
+        assert [r.id for r in kept] == kept_ids, decides
+        if decides:
+            assert sorted(r.reason for r in rejects) == ["below_threshold", "judge_unparseable", "low_score"]
+        else:
+            assert rejects == []
+            by_id = {r.id: r for r in kept}
+            assert by_id["b"].instruction == "Name a dish better." and [s["score"] for s in by_id["b"].scores] == [3, 3]
+            assert by_id["a"].judge_scores()[0]["score"] == 1 and by_id["c"].judge_scores() == []

@@ -315,6 +315,9 @@ class Refiner:
                 if v.label is None:
                     assert v.error is not None
                     reason = "llm_error" if v.error.reason == "llm_error" else "judge_unparseable"
+                    if not self.decides and reason == "judge_unparseable":
+                        kept.append(rec)  # a judge that does not decide cannot reject, not even by failing
+                        continue
                     rejects.append(Reject.of(rec, STAGE, reason, f"{where}: the judge's answer could not be read "
                                              f"after {len(v.raw)} tries, round {iteration}: {v.error.detail}"))
                     continue

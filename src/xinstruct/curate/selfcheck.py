@@ -148,6 +148,13 @@ def verdict_words(name: str, s: dict[str, Any], floor: float) -> str:
             f"{s['shuffled_kept']} of {s['shuffled']} shuffled ones")
 
 
+def _figures(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "not checked"
+    low = s.get("auc_lower_bound")
+    return f"AUC {s['auc']}" + (f", 95% lower bound {low}" if low is not None else "")
+
+
 def decide(mode: str, judge: dict[str, Any] | None, gate: dict[str, Any] | None, gate_available: bool,
            ) -> tuple[bool, bool, str]:
     """(the judge decides, the gate decides, why) for `mode` and the self-check results (None: not run)."""
@@ -169,11 +176,11 @@ def decide(mode: str, judge: dict[str, Any] | None, gate: dict[str, Any] | None,
     if judge_ok and gate_ok:
         return True, True, "both selectors passed the self-check: a pair must pass both"
     if gate_ok:
-        return False, True, (f"the judge failed the self-check (AUC {judge['auc'] if judge else '?'}): the relevance "
-                             "gate alone decides; the judge's scores are recorded")
+        return False, True, (f"the judge failed the self-check ({_figures(judge)}): the relevance gate alone decides; "
+                             "the judge's scores are recorded")
     if judge_ok:
         why = ("the relevance gate could not run here" if not gate_available else
-               f"the relevance gate failed the self-check (AUC {gate['auc'] if gate else '?'})")
+               f"the relevance gate failed the self-check ({_figures(gate)})")
         return True, False, f"{why}: the judge alone decides"
     return True, False, ("no selector passed the self-check: the judge decided anyway; treat this selection as "
                          "unfiltered")
