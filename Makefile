@@ -86,6 +86,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/loglikelihood.py
 	$(PY) benchmarks/stream.py
+	$(PY) benchmarks/relevance.py --threads 1,2
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -123,11 +123,13 @@ def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: di
 
     rel = rep_relevance
     if rel["kept"] or rel["rejected"]:
+        import numpy as np
+
         fig, ax = plt.subplots(figsize=(6, 3.6))
         vals = rel["kept"] + rel["rejected"]
         bins = min(30, max(6, len(vals) // 2))
         lo, hi = min(vals), max(vals)
-        edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)] if hi > lo else bins
+        edges = list(np.linspace(lo, hi, bins + 1)) if hi > lo else bins  # exact ends: the maximum stays in
         ax.hist([rel["kept"], rel["rejected"]], bins=edges, stacked=True, color=["#4c72b0", "#c44e52"],
                 label=["kept", "rejected"])
         if rel["threshold"] is not None:
