@@ -449,7 +449,7 @@ class Selection:
                 info["gate"].update(skipped=True, reason=probe["reason"])
                 scorer = None
             else:
-                scorer._layout = probe["layout"]
+                scorer = RelevanceScorer(rc, gate_llm, layout=probe["layout"])
                 info["gate"].update(skipped=False, model=probe["model"], backend=probe["backend"],
                                     layout=probe["layout"], max_response_tokens=rc.max_response_tokens)
         check = None
@@ -534,8 +534,7 @@ class Selection:
                  ) -> tuple[list[Record], list[Reject], str]:
         assert self.gate is not None and self.threshold is not None and self.pool is not None
         llm = self.pool.stage_llm(self.cfg.relevance.scorer_model(), "relevance")  # this phase's own call counts
-        scorer = RelevanceScorer(self.cfg.relevance, llm)
-        scorer._layout = self.gate.layout
+        scorer = RelevanceScorer(self.cfg.relevance, llm, layout=self.gate.layout)
         step = RelevanceGate(scorer, self.threshold, self.gate_decides, phase)
         key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
                           phase, self.cfg.shard_size)

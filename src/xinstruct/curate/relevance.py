@@ -96,10 +96,11 @@ def _mean(xs: Sequence[float]) -> float:
 class RelevanceScorer:
     """Log-likelihood gain of responses given their instructions, under one model."""
 
-    def __init__(self, cfg: RelevanceConfig, llm: LLM):
+    def __init__(self, cfg: RelevanceConfig, llm: LLM, layout: str | None = None):
+        """`layout`: the layout already resolved for this scorer (by an earlier probe), else found on first use."""
         cfg.validate()
         self.cfg, self.llm = cfg, llm
-        self._layout: str | None = None
+        self._layout = layout
 
     @property
     def layout(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError, ScoringUnsupported
+from xinstruct.llm.hf import split_pair
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,7 @@ class OpenAICompatLLM(LLM):
 
     def _score(self, context: str, continuation: str) -> list[float]:
         url = f"{self.base_url}/completions"
-        n = len(context) - len(context.rstrip())  # a trailing space belongs to the next token
-        context, continuation = (context[:-n], context[-n:] + continuation) if n else (context, continuation)
+        context, continuation = split_pair(context, continuation)  # a trailing space belongs to the next token
         body = {"model": self.model_id, "prompt": context + continuation, "max_tokens": 1, "temperature": 0.0,
                 "echo": True, "logprobs": 1, **self.extra_body}
         last = ""
