@@ -1,4 +1,5 @@
-"""The OpenAI-compatible backend against a real llama.cpp server, with faults injected by a proxy.
+"""The OpenAI-compatible backend against a real llama.cpp server, with faults injected by a proxy, and against
+a stand-in server (no model) that holds hundreds of requests at once, to show how many the backend keeps open.
 
 The model (SmolLM2-135M) is weak: the tests assert behaviour (answers arrive, in order, parse
 against the schema; errors and retries happen as documented), never the quality of an answer.
@@ -6,11 +7,13 @@ against the schema; errors and retries happen as documented), never the quality 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -388,3 +391,201 @@ def test_stream_broken_after_text_raises_instead_of_repeating(make_proxy):
         with pytest.raises(LLMError, match="after 1 pieces"):
             next(it)
     assert proxy.count == 1  # text was already shown: no retry
+
+
+# --- requests in flight (a stand-in server) -------------------------------------------------
+
+
+class StandIn:
+    """An OpenAI-compatible server without a model, on an event loop of its own (a thread), so it can hold
+    hundreds of requests at once. A chat request is answered with its last message's content, a completions
+    request with one log-probability per character of its prompt (minus the character's code), unless `plan`
+    says otherwise (`Reply.status`/`body`/`delay`/`drop`, as for the proxy). With `gate`, requests wait until
+    `gate` of them are in flight, then a moment more (for any beyond the client's limit to arrive), before
+    any is answered. `peak` is the most requests in flight at once."""
+
+    def __init__(self, plan: Plan = lambda i, body: Reply(), gate: int = 0):
+        self.plan, self.gate = plan, gate
+        self.bodies: list[dict] = []
+        self.peak = self._in_flight = 0
+        self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        start = asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # keep-alive: one request after another on this connection
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+                length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n")
+                               if line.startswith("content-length:")), 0)
+                body = json.loads(await reader.readexactly(length) or b"{}")
+                index = len(self.bodies)
+                self.bodies.append(body)
+                self._in_flight += 1
+                self.peak = max(self.peak, self._in_flight)
+                try:
+                    reply = self.plan(index, body)
+                    await self._hold()
+                    await asyncio.sleep(reply.delay)
+                finally:
+                    self._in_flight -= 1
+                if reply.drop:
+                    return
+                status, content = (reply.status, reply.body) if reply.status is not None else (200, _answer(body))
+                writer.write(f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(content)}\r\n\r\n".encode() + content)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        finally:
+            writer.close()
+
+    async def _hold(self) -> None:
+        if not self.gate or self._open.is_set():
+            return
+        if self._in_flight >= self.gate:
+            await asyncio.sleep(0.3)
+            self._open.set()
+            return
+        try:
+            await asyncio.wait_for(self._open.wait(), timeout=10)
+        except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
+            self._open.set()  # fewer than `gate` ever came: answer them (the test's peak assertion fails)
+
+    def stop(self) -> None:
+        async def shut() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+def _answer(body: dict) -> bytes:
+    if "messages" in body:
+        text = body["messages"][-1]["content"]
+        return json.dumps({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": len(text), "completion_tokens": 1}}).encode()
+    prompt = body["prompt"]
+    lp = {"text_offset": list(range(len(prompt))), "token_logprobs": [-float(ord(c)) for c in prompt]}
+    return json.dumps({"choices": [{"text": prompt, "logprobs": lp}]}).encode()
+
+
+@pytest.fixture
+def stand_in():
+    """Start stand-in servers; all of them are stopped after the test."""
+    servers: list[StandIn] = []
+
+    def make(plan: Plan = lambda i, body: Reply(), gate: int = 0) -> StandIn:
+        servers.append(StandIn(plan, gate))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.mark.parametrize("n, max_in_flight", [(300, 256), (40, 4)])
+def test_keeps_max_in_flight_requests_open(stand_in, n, max_in_flight):
+    server = stand_in(gate=max_in_flight)
+    with OpenAICompatLLM(server.base_url, "m", max_in_flight=max_in_flight) as llm:
+        gens = llm.generate([_req(f"request {i}") for i in range(n)])
+    assert server.peak == max_in_flight  # as many as allowed, never more
+    assert [g.text for g in gens] == [f"request {i}" for i in range(n)]
+    assert len(server.bodies) == n and llm.retries == 0
+
+
+def test_max_in_flight_is_max_batch_and_concurrency_its_old_name():
+    llm = OpenAICompatLLM("http://127.0.0.1:9/v1", "m")
+    old = OpenAICompatLLM("http://127.0.0.1:9/v1", "m", concurrency=8, max_in_flight=100)
+    assert (llm.max_in_flight, llm.max_batch) == (256, 256)
+    assert (old.max_in_flight, old.max_batch) == (8, 8)
+    llm.close()
+    old.close()
+
+
+def test_many_results_keep_request_order(stand_in):
+    n = 200  # the later the request, the sooner its answer
+    server = stand_in(lambda i, body: Reply(delay=0.002 * (n - int(body["messages"][0]["content"]))))
+    with OpenAICompatLLM(server.base_url, "m") as llm:
+        gens = llm.generate([_req(str(i)) for i in range(n)])
+    assert [g.text for g in gens] == [str(i) for i in range(n)]
+    assert [g.prompt_tokens for g in gens] == [len(str(i)) for i in range(n)]
+
+
+def test_rate_limited_requests_are_retried(stand_in):
+    limited = {"2", "5"}  # answered 429 the first time
+
+    def plan(i, body):
+        text = body["messages"][0]["content"]
+        if text in limited:
+            limited.discard(text)
+            return Reply(status=429, body=b'{"error": {"message": "slow down"}}')
+        return Reply()
+
+    server = stand_in(plan)
+    with OpenAICompatLLM(server.base_url, "m", max_retries=2, **FAST) as llm:
+        gens = llm.generate([_req(str(i)) for i in range(8)])
+    assert [g.text for g in gens] == [str(i) for i in range(8)] and all(g.error is None for g in gens)
+    assert llm.retries == 2 and len(server.bodies) == 10
+
+
+def test_bad_request_fails_that_request_only(stand_in):
+    bad = b'{"error": {"message": "prompt too long"}}'
+    server = stand_in(lambda i, body: Reply(status=400, body=bad) if body["messages"][0]["content"] == "3"
+                      else Reply())
+    with OpenAICompatLLM(server.base_url, "m", max_retries=3, **FAST) as llm:
+        gens = llm.generate([_req(str(i)) for i in range(50)])
+    assert gens[3].text == "" and gens[3].finish_reason == "error" and "HTTP 400" in gens[3].error
+    assert "prompt too long" in gens[3].error
+    assert all(g.error is None and g.text == str(i) for i, g in enumerate(gens) if i != 3)
+    assert llm.retries == 0 and len(server.bodies) == 50
+
+
+def test_exhausted_retries_fail_the_call_and_leave_the_backend_usable(stand_in):
+    server = stand_in(lambda i, body: Reply(status=503) if body["messages"][0]["content"] == "dead"
+                      else Reply(delay=0.5))
+    with OpenAICompatLLM(server.base_url, "m", max_retries=1, **FAST) as llm:
+        with pytest.raises(LLMError, match="2 attempts: HTTP 503"):
+            llm.generate([_req(str(i)) for i in range(20)] + [_req("dead")])
+        [g] = llm.generate([_req("alive")])  # the cancelled requests hold no slots
+    assert g.text == "alive"
+
+
+def test_token_logprobs_keep_order_and_the_limit(stand_in):
+    server = stand_in(gate=4)
+    pairs = [(f"ctx{i}:", f"cont{i}") for i in range(30)]
+    with OpenAICompatLLM(server.base_url, "m", max_in_flight=4) as llm:
+        scores = llm.token_logprobs(pairs)
+    assert scores == [[-float(ord(c)) for c in cont] for _, cont in pairs]
+    assert server.peak == 4
+
+
+def test_generate_works_inside_a_running_event_loop(stand_in):
+    server = stand_in()
+
+    async def caller() -> list[str]:
+        with OpenAICompatLLM(server.base_url, "m") as llm:
+            return [g.text for g in llm.generate([_req("a"), _req("b")])]
+
+    assert asyncio.run(caller()) == ["a", "b"]
+
+
+def test_close_stops_the_event_loop(stand_in):
+    server = stand_in()
+    llm = OpenAICompatLLM(server.base_url, "m")
+    llm.generate([_req("a")])
+    thread = llm._thread
+    assert thread is not None and thread.is_alive()
+    llm.close()
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        llm.generate([_req("a")])
