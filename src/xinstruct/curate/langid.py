@@ -68,6 +68,16 @@ def _has_letters(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
 
+@functools.cache  # one entry per distinct letter seen
+def _is_latin(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith("LATIN")
+
+
+def _top(s: dict[str, float]) -> str:
+    """The key of the highest score, the greatest key among equal scores."""
+    return max(zip(s.values(), s.keys(), strict=True))[1]
+
+
 class LanguageIdentifier:
     """Detects the language of a text and checks it against an expected one.
 
@@ -112,17 +122,18 @@ class LanguageIdentifier:
                    for c in det.compute_language_confidence_values(text)}
         else:
             out = {lang: float(p) for lang, p in _langid_model().rank(text)}
-        if self.candidates is not None and self.backend != "lingua":
-            out = {k: v for k, v in out.items() if k in self.candidates}
-        total = sum(out.values())
-        return {k: v / total for k, v in out.items()} if total > 0 else {}
+            if self.candidates is not None:
+                out = {k: v for k, v in out.items() if k in self.candidates}
+        values = list(out.values())
+        total = sum(values)
+        return dict(zip(out, [v / total for v in values], strict=True)) if total > 0 else {}
 
     def detect(self, text: str) -> tuple[str, float]:
         """The most likely language and its probability; ("und", 0.0) for text without letters."""
         s = self.scores(text)
         if not s:
             return UNDETERMINED, 0.0
-        lang = max(s, key=lambda k: (s[k], k))
+        lang = _top(s)
         return lang, s[lang]
 
     def probability(self, text: str, lang: str) -> float:
@@ -141,7 +152,7 @@ class LanguageIdentifier:
         s = self.scores(text)
         if not s:
             return False, UNDETERMINED, 0.0
-        detected = max(s, key=lambda k: (s[k], k))
+        detected = _top(s)
         group = self.group(lang)
         p = sum(s.get(g, 0.0) for g in group)
         return detected in group and p >= min_prob, detected, p
@@ -159,11 +170,11 @@ class LanguageIdentifier:
         letters = [ch for ch in text if ch.isalpha()]
         if not letters:
             return False, "no letters"
-        latin = sum(unicodedata.name(ch, "").startswith("LATIN") for ch in letters) / len(letters)
+        latin = sum(map(_is_latin, letters)) / len(letters)
         if latin < min_latin:
             return False, f"only {latin:.0%} of the letters are Latin script"
         s = self.scores(text)
-        detected = max(s, key=lambda k: (s[k], k))
+        detected = _top(s)
         p_en = s.get("en", 0.0)
         if other and other.lower() != "en":
             p_other = sum(s.get(g, 0.0) for g in self.group(other))

@@ -43,9 +43,33 @@ def clean_instruction(text: str) -> str:
     return line.strip(_QUOTES).strip()
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def _shingles(text: str, n: int = 5) -> set[str]:
-    t = re.sub(r"\s+", " ", text.lower())
+    t = _SPACES.sub(" ", text.lower())
     return {t[i : i + n] for i in range(max(1, len(t) - n + 1))}
+
+
+def _copies(inst: str, text: str, share: float = 0.8, n: int = 5) -> bool:
+    """Whether more than `share` of the instruction's character n-grams are the text's:
+    `len(_shingles(inst) & _shingles(text)) / len(_shingles(inst)) > share`, without building the text's
+    n-grams (a substring search each) and stopping as soon as the outcome is certain."""
+    a, t = _SPACES.sub(" ", inst.lower()), _SPACES.sub(" ", text.lower())
+    sh = _shingles(inst, n)
+    if len(a) < n or len(t) < n:  # a string shorter than n is its own single shingle
+        return len(sh & _shingles(text, n)) / len(sh) > share
+    total, hits, misses = len(sh), 0, 0
+    for g in sh:
+        if g in t:
+            hits += 1
+            if hits / total > share:
+                return True
+        else:
+            misses += 1
+            if (total - misses) / total <= share:
+                return False
+    return hits / total > share
 
 
 def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str | None = None,
@@ -67,8 +91,7 @@ def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str |
     ok, why = is_english(inst, other=lang)
     if not ok:
         return ParseError("not_english", f"instruction is not English ({why}): {inst[:120]!r}")
-    sh = _shingles(inst)
-    if len(inst) >= 40 and len(sh & _shingles(text)) / len(sh) > 0.8:
+    if len(inst) >= 40 and _copies(inst, text, 0.8):
         return ParseError("copies_text", f"instruction copies the response text: {inst[:120]!r}")
     return inst
 

@@ -21,6 +21,11 @@ from collections.abc import Iterable, Sequence
 
 NEAR_COPY_THRESHOLD = 0.6
 _WORD = re.compile(r"\w+(?:[-']\w+)*")
+# Lookups first rank the candidates by a cheap form of the similarity (the union's weight as the sum of the two
+# sets' weights minus the common part's), which differs from the exact sum by rounding alone (relative error
+# ~1e-15); only candidates within this margin of the best (or of the threshold) get the exact value, so results,
+# ties included, are those of comparing every candidate exactly.
+_MARGIN = 1e-9
 
 
 def words(text: str) -> frozenset[str]:
@@ -46,28 +51,51 @@ class InstructionIndex:
         # found in more than 5% of them ("what", "the") cannot reach the threshold unless both are a few
         # words long, and skipping those lists keeps a lookup far below comparing with everything.
         self._cap = max(200, len(self.sets) // 20)
+        # Each word's weight, computed once: those of the reference and of the indexed instructions (a word
+        # that neither holds weighs `_unknown`, as one of no document does).
+        self._unknown = math.log((self._n + 1) / 0.5)
+        self._w = {w: math.log((self._n + 1) / (df + 0.5)) for w, df in self._df.items()}
+        for st in self.sets:
+            for w in st:
+                self._w.setdefault(w, self._unknown)
+        self._totals = [sum(map(self._w.__getitem__, st)) for st in self.sets]
 
     def candidates(self, s: frozenset[str]) -> set[int]:
         lists = [self._postings.get(w, []) for w in s]
         rare = [p for p in lists if len(p) <= self._cap]
-        return {i for p in (rare or lists) for i in p}
+        return set().union(*(rare or lists))
 
     def weight(self, word: str) -> float:
-        return math.log((self._n + 1) / (self._df.get(word, 0) + 0.5))
+        return self._w.get(word, self._unknown)
 
     def similarity(self, a: str | frozenset[str], b: str | frozenset[str]) -> float:
         """Weighted Jaccard of the two word sets, in [0, 1]."""
         wa = words(a) if isinstance(a, str) else a
         wb = words(b) if isinstance(b, str) else b
-        union = sum(self.weight(w) for w in wa | wb)
-        return sum(self.weight(w) for w in wa & wb) / union if union else 0.0
+        get, unknown = self._w.get, self._unknown
+        union = sum(get(w, unknown) for w in wa | wb)
+        return sum(get(w, unknown) for w in wa & wb) / union if union else 0.0
+
+    def _estimates(self, s: frozenset[str], candidates: Iterable[int]) -> dict[int, float]:
+        """The cheap similarity of `s` to each candidate (see `_MARGIN`)."""
+        get, unknown, common = self._w.__getitem__, self._unknown, self._w.get
+        total = sum(common(w, unknown) for w in s)
+        sets, totals = self.sets, self._totals
+        out = {}
+        for i in candidates:
+            inter = sum(map(get, s & sets[i]))  # words of an indexed set all have a weight
+            union = total + totals[i] - inter
+            out[i] = inter / union if union > 0 else 0.0
+        return out
 
     def nearest(self, text: str, exclude: int | None = None) -> tuple[float, int | None]:
         """(similarity, index) of the most similar indexed instruction (0.0, None when none shares a word)."""
         s = words(text)
         candidates = self.candidates(s) - {exclude}
+        estimates = self._estimates(s, candidates)
+        floor = max(estimates.values(), default=0.0) * (1 - _MARGIN) - _MARGIN
         best: tuple[float, int | None] = (0.0, None)
-        for i in sorted(candidates):
+        for i in sorted(i for i, e in estimates.items() if e >= floor):
             sim = self.similarity(s, self.sets[i])
             if sim > best[0]:
                 best = (sim, i)
@@ -79,9 +107,10 @@ def near_duplicate_pairs(instructions: Sequence[str], threshold: float = NEAR_CO
     """Every (i, j, similarity) with i < j whose instructions are near duplicates of each other."""
     index = InstructionIndex(instructions, reference)
     out = []
+    floor = threshold * (1 - _MARGIN) - _MARGIN
     for i, s in enumerate(index.sets):
-        candidates = {j for j in index.candidates(s) if j > i}
-        for j in sorted(candidates):
+        estimates = index._estimates(s, [j for j in index.candidates(s) if j > i])
+        for j in sorted(j for j, e in estimates.items() if e >= floor):
             sim = index.similarity(s, index.sets[j])
             if sim >= threshold:
                 out.append((i, j, round(sim, 4)))

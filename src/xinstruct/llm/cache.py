@@ -3,20 +3,50 @@
 Keyed by (model fingerprint, messages, generation parameters). SQLite in WAL mode:
 each finished batch is committed at once, so a run killed at any point keeps every
 answer it already had, and several processes may share one cache file.
+
+`as_ready` lets a stage do its own work on each answer while the rest of the call is in
+flight: `CachedLLM` passes it on to backends that answer requests one by one (the
+OpenAI-compatible one) and encodes each fresh answer for the cache as it arrives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation
+
+ReadyFn = Callable[[int, Generation], None]  # (index of the request in the call, its answer)
+_READY: ContextVar[tuple[Sequence[ChatRequest], ReadyFn] | None] = ContextVar("xinstruct_as_ready", default=None)
+
+
+@contextlib.contextmanager
+def as_ready(requests: Sequence[ChatRequest], callback: ReadyFn) -> Iterator[None]:
+    """Within this block, a `generate` call that is handed this very `requests` object (not an equal copy) by a
+    backend that supports it calls `callback(i, generation)` in the calling thread as soon as `requests[i]` is
+    answered, before the call returns; the call still returns every answer, and it fails (cancelling the rest)
+    when `callback` raises. `generation` is the object the call returns for `requests[i]`. A backend that does
+    not support it (or a wrapper that hands its backend other requests) calls nothing: callers must cope with
+    answers that never came through `callback`."""
+    token = _READY.set((requests, callback))
+    try:
+        yield
+    finally:
+        _READY.reset(token)
+
+
+def ready_callback(requests: Sequence[ChatRequest]) -> ReadyFn | None:
+    """For a backend's `generate(requests)`: the callback that `as_ready` set for exactly this `requests`."""
+    entry = _READY.get()
+    return entry[1] if entry is not None and entry[0] is requests else None
 
 
 def request_key(fingerprint: str, req: ChatRequest) -> str:
@@ -70,7 +100,10 @@ class RequestCache:
         return out
 
     def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
-        rows = [(k, model, json.dumps(v, ensure_ascii=False)) for k, v in items]
+        self.put_rows([(k, model, _encode(v)) for k, v in items])
+
+    def put_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """(key, model, JSON value) rows, in one transaction."""
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", rows)
             self._db.commit()
@@ -87,6 +120,10 @@ class RequestCache:
             self._db.close()
 
 
+def _encode(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 class CachedLLM(LLM):
     """Wraps any backend: answers found in the cache are returned, the rest generated and stored.
 
@@ -99,6 +136,7 @@ class CachedLLM(LLM):
         self.backend = llm.backend
         self.model_id = llm.model_id
         self.supports_json_schema = llm.supports_json_schema
+        self.max_batch = llm.max_batch
         self.hits = 0
         self.misses = 0
 
@@ -107,14 +145,34 @@ class CachedLLM(LLM):
         return self.llm.fingerprint
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        keys = [request_key(self.fingerprint, r) for r in requests]
+        fingerprint = self.fingerprint
+        keys = [request_key(fingerprint, r) for r in requests]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(requests) - len(todo)
         self.misses += len(todo)
-        fresh = self.llm.generate([requests[i] for i in todo]) if todo else []
-        done = [(keys[i], g) for i, g in zip(todo, fresh, strict=True) if g.error is None]
-        self.cache.put_many(self.fingerprint, done)
+        fresh: list[Generation] = []
+        # The fresh answers' cache rows, encoded as they arrive where the backend hands them over one by one
+        # (while the rest are in flight), by position in `todo`, with the answer they encode.
+        early: dict[int, tuple[Generation, tuple[str, str, str]]] = {}
+        if todo:
+            outer = ready_callback(requests)
+            sub = [requests[i] for i in todo]
+
+            def ready(j: int, g: Generation) -> None:
+                if g.error is None:
+                    early[j] = (g, (keys[todo[j]], fingerprint, _encode(g.to_dict())))
+                if outer is not None:
+                    outer(todo[j], g)
+
+            with as_ready(sub, ready):
+                fresh = self.llm.generate(sub)
+        rows = []
+        for j, (i, g) in enumerate(zip(todo, fresh, strict=True)):
+            if g.error is None:
+                e = early.get(j)
+                rows.append(e[1] if e is not None and e[0] is g else (keys[i], fingerprint, _encode(g.to_dict())))
+        self.cache.put_rows(rows)
         out: list[Generation] = []
         new = iter(fresh)
         for k in keys:
