@@ -23,6 +23,8 @@ from xinstruct.curate.refine import RefineConfig
 from xinstruct.curate.relevance import RelevanceConfig
 from xinstruct.curate.selfcheck import SelfCheckConfig
 
+SHARD_SIZES = {"openai": 1024, "vllm": 4096, "transformers": 256, "llama.cpp": 32}
+
 
 @dataclass
 class CurateConfig:
@@ -31,7 +33,10 @@ class CurateConfig:
     out: str = "runs/curate"
     cache: str | None = None  # request-cache file; None = OUT/cache/llm.sqlite
     limit: int | None = None  # read only the first N documents
-    shard_size: int = 32  # records per resumable shard (generation, refinement)
+    # Records per resumable shard (generation, refinement). A stage hands its backend a whole shard at once, so
+    # None sizes shards for the generation model's backend: large for servers and vLLM (kept full by hundreds
+    # of requests in flight), smaller for in-process CPU engines (less work lost to a kill).
+    shard_size: int | None = None
     text_field: str = "text"
     id_field: str = "id"
     lang_field: str = "lang"
@@ -47,6 +52,11 @@ class CurateConfig:
     decide: str = "auto"
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     diversify: DiversifyConfig = field(default_factory=DiversifyConfig)
+
+    def effective_shard_size(self) -> int:
+        if self.shard_size is not None:
+            return self.shard_size
+        return SHARD_SIZES.get(self.generate.model.resolved_backend(), 32)
 
     def target_langs(self) -> set[str] | None:
         if self.lang.strip().lower() in ("all", "*", ""):

@@ -28,6 +28,7 @@ import json
 import logging
 import platform
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -159,10 +160,11 @@ def _shards(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
 StepFn = Callable[[Sequence[Any]], tuple[list[Any], list[Reject]]]
 
 
-def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, step: StepFn, batch_size: int,
-                cfg: Any, work: Path) -> tuple[Path, StageStats]:
-    """Apply `step` to `records` in shards of `cfg.shard_size`, each written atomically once finished
-    (`cfg` is any config with `shard_size` and `progress`).
+def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, step: StepFn, batch_size: int | None,
+                cfg: Any, work: Path, shard_size: int | None = None) -> tuple[Path, StageStats]:
+    """Apply `step` to `records` in shards of `shard_size` (default `cfg.shard_size`), `batch_size` items per
+    call (None: the whole shard), each shard written atomically once finished (`cfg` is any config with
+    `shard_size` and `progress`).
 
     A shard file that exists is never redone, so a killed run resumes at the first unfinished shard.
     """
@@ -170,8 +172,9 @@ def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, ste
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     n_shards = resumed = 0
+    shard_size = shard_size or cfg.shard_size
     with tqdm(total=n_records, desc=name, unit="rec", disable=not cfg.progress) as bar:
-        for i, shard in enumerate(_shards(records, cfg.shard_size)):
+        for i, shard in enumerate(_shards(records, shard_size)):
             n_shards += 1
             path = folder / f"shard-{i:05d}.jsonl"
             if path.is_file():
@@ -179,11 +182,12 @@ def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, ste
                 bar.update(len(shard))
                 continue
             lines: list[str] = []
-            for b in range(0, len(shard), batch_size):
-                kept, rejects = step(shard[b : b + batch_size])
+            size = batch_size or len(shard)
+            for b in range(0, len(shard), size):
+                kept, rejects = step(shard[b : b + size])
                 lines += [dumps({"record": r if isinstance(r, dict) else r.to_dict()}) for r in kept]
                 lines += [dumps({"reject": r.to_dict()}) for r in rejects]
-                bar.update(len(shard[b : b + batch_size]))
+                bar.update(len(shard[b : b + size]))
             with atomic_write(path) as f:
                 f.write("".join(line + "\n" for line in lines))
     stats = StageStats(seconds=time.perf_counter() - t0, resumed=resumed > 0,
@@ -198,12 +202,39 @@ def _sharded_output(folder: Path) -> Iterator[Record | Reject]:
             yield Record.from_dict(row["record"]) if "record" in row else Reject(**row["reject"])
 
 
-def _split(items: Iterable[Record | Reject]) -> tuple[list[Record], list[Reject]]:
-    recs: list[Record] = []
-    rejs: list[Reject] = []
-    for item in items:
-        (recs if isinstance(item, Record) else rejs).append(item)  # type: ignore[arg-type]
-    return recs, rejs
+class Stream:
+    """A stage's records, read again from its files each time they are iterated, so a stage never holds
+    the corpus in memory: `len` is their number, counted once."""
+
+    def __init__(self, source: Callable[[], Iterable[Record]], n: int | None = None):
+        self.source = source
+        self.n = n if n is not None else sum(1 for _ in source())
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.source())
+
+    def __len__(self) -> int:
+        return self.n
+
+    @classmethod
+    def of_shards(cls, folder: Path) -> tuple[Stream, Callable[[], Iterator[Reject]], int]:
+        """(the kept records, a source of the rejects, their number) of a sharded stage's folder."""
+        kept = rejected = 0
+        for path in sorted(folder.glob("shard-*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith('{"record"'):
+                        kept += 1
+                    elif line.strip():
+                        rejected += 1
+
+        def records() -> Iterator[Record]:
+            return (x for x in _sharded_output(folder) if isinstance(x, Record))
+
+        def rejects() -> Iterator[Reject]:
+            return (x for x in _sharded_output(folder) if isinstance(x, Reject))
+
+        return cls(records, kept), rejects, rejected
 
 
 def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
@@ -225,6 +256,7 @@ def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
 
 
 STAGES = ("generate", "refine", "diversify")
+RejectSource = Callable[[], Iterable[Reject]]
 
 
 def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None,
@@ -234,6 +266,10 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     With "generate", the input is a corpus (prepared first); otherwise it is a records file or a
     run folder, and the stages run on its pairs. `llm` replaces every model of the run; `models`
     replaces the model of one role ("generate", "refine" or "relevance") and wins over `llm`.
+
+    Records stream from stage to stage through the stages' shard files, and rejects are written from
+    them at the end, so memory does not grow with the corpus (diversification, which clusters all
+    instructions at once, holds the records it samples from).
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -243,10 +279,12 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     t_start = time.perf_counter()
     cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
     pool = ModelPool(cache, llm, models)
+    shard_size = cfg.effective_shard_size()
     counts: dict[str, Any] = {}
     selection: dict[str, Any] = {}
     stage_info: dict[str, Any] = {}
-    rejects: list[Reject] = []
+    rejects: list[RejectSource] = []  # in stage order
+    records: Iterable[Record]
     unsampled: list[Record] = []
     prompts: dict[str, Any] = {}
     try:
@@ -261,27 +299,27 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             stage_info["prepare"] = {"seconds": round(prep_stats.seconds, 2), "resumed": prep_stats.resumed,
                                      "folder": str(prep.relative_to(out)), "rejected": prep_counts["chunks_rejected"]
                                      + prep_counts["documents_rejected"]}
-            rejects += [Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")]
+            rejects.append(lambda: (Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")))
             gen_llm = pool.stage_llm(cfg.generate.model, "generate")
             gen = InstructionGenerator(cfg.generate, llm=gen_llm)
             key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(cfg.generate), gen.template.id,
-                              gen.seeds_fingerprint(), cfg.shard_size)
-            folder, st = run_sharded("generate", key, read_records(prep / "records.jsonl"), prep_counts["records"],
-                                     gen, cfg.generate.batch_size, cfg, work)
-            records, rej = _split(_sharded_output(folder))
-            rejects += rej
+                              gen.seeds_fingerprint(), shard_size)
+            folder, st = run_sharded("generate", key, gen.rotation(read_records(prep / "records.jsonl")),
+                                     prep_counts["records"], gen, cfg.generate.batch_size, cfg, work, shard_size)
+            records, rej, n_rej = Stream.of_shards(folder)
+            rejects.append(rej)
             upstream = folder.name
             prompts["generate"] = gen.template.id
-            stage_info["generate"] = _stage(st, folder, out, len(rej), gen_llm)
+            stage_info["generate"] = _stage(st, folder, out, n_rej, gen_llm)
         else:
             src = Path(cfg.input or "")
             if not cfg.input:
                 raise ValueError(f"running {'+'.join(stages)} alone needs --input: a records file or a run folder")
-            records, rej, upstream = read_input_records(src)
-            rejects += rej
+            records, input_rej, upstream = read_input_records(src)
+            rejects.append(lambda: input_rej)
             input_info = {"path": str(src), "kind": "records"}
-            counts["records_read"] = len(records) + len(rej)
-        counts["candidates"] = len(records)
+            counts["records_read"] = len(records) + len(input_rej)
+        counts["candidates"] = len(records)  # type: ignore[arg-type]
 
         if "refine" in stages:
             ref_llm = pool.stage_llm(cfg.refine.model, "refine")
@@ -289,34 +327,34 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             selection = sel.info
             if sel.gate is not None:
                 records, rej, upstream = sel.run_gate("pre", records, upstream, stage_info)
-                rejects += rej
+                rejects.append(rej)
             refiner = Refiner(cfg.refine, ref_llm, decides=sel.judge_decides)
-            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, cfg.shard_size,
+            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, shard_size,
                               sel.judge_decides)
-            folder, st = run_sharded("refine", key, records, len(records), refiner, cfg.refine.effective_batch_size(),
-                                     cfg, work)
-            records, rej = _split(_sharded_output(folder))
-            rejects += rej
+            folder, st = run_sharded("refine", key, records, len(records), refiner,  # type: ignore[arg-type]
+                                     cfg.refine.effective_batch_size(), cfg, work, shard_size)
+            records, rej, n_rej = Stream.of_shards(folder)
+            rejects.append(rej)
             upstream = folder.name
             prompts["refine"] = refiner.templates
-            stage_info["refine"] = _stage(st, folder, out, len(rej), ref_llm)
+            stage_info["refine"] = _stage(st, folder, out, n_rej, ref_llm)
             if sel.gate is not None:
                 records, rej, upstream = sel.run_gate("post", records, upstream, stage_info)
-                rejects += rej
-            counts["refined_kept"] = len(records)
+                rejects.append(rej)
+            counts["refined_kept"] = len(records)  # type: ignore[arg-type]
 
         if cfg.decontaminate.eval_sets:
             t0 = time.perf_counter()
             deco = Decontaminator(cfg.decontaminate)
-            records, rej = _split(deco(records))
-            rejects += rej
             upstream = stable_hash(upstream, deco.fingerprint())
-            stage_info["decontaminate"] = {"seconds": round(time.perf_counter() - t0, 2), "rejected": len(rej),
+            records, rej, n_rej = run_decontaminate(deco, records, work / f"decontaminate-{upstream}")
+            rejects.append(rej)
+            stage_info["decontaminate"] = {"seconds": round(time.perf_counter() - t0, 2), "rejected": n_rej,
                                            "eval_sets": list(cfg.decontaminate.eval_sets)}
 
         if "diversify" in stages:
             t0 = time.perf_counter()
-            records, unsampled, info = run_diversify(cfg, records, upstream, work)
+            records, unsampled, info = run_diversify(cfg, list(records), upstream, work)
             info["seconds"] = round(time.perf_counter() - t0, 2)
             info["folder"] = str(Path(info["folder"]).relative_to(out))
             stage_info["diversify"] = info
@@ -325,16 +363,16 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         pool.close()
         cache.close()
 
-    write_jsonl(out / "samples.jsonl", records)
-    write_jsonl(out / "rejects.jsonl", rejects)
+    tally = _RejectTally()
+    n_samples = write_jsonl(out / "samples.jsonl", tally.langs(records))
+    write_jsonl(out / "rejects.jsonl", tally.rejects(rejects))
     write_jsonl(out / "unsampled.jsonl", unsampled)
 
-    by_stage = Counter(r.stage for r in rejects if r.unit == "chunk")
     counts.update({
-        "rejected": dict(sorted(by_stage.items())),
+        "rejected": dict(sorted(tally.by_stage.items())),
         "unsampled": len(unsampled),
-        "samples": len(records),
-        "samples_by_lang": dict(sorted(Counter(r.lang for r in records).items())),
+        "samples": n_samples,
+        "samples_by_lang": dict(sorted(tally.by_lang.items())),
     })
     manifest = {
         "xinstruct": __version__,
@@ -347,9 +385,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         "models": models,
         "prompts": prompts,
         "counts": counts,
-        "rejects_by_reason": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in rejects).items())),
+        "rejects_by_reason": dict(sorted(tally.reasons.items())),
         "stages": stage_info,
-        "selection": _selection_counts(selection, rejects),
+        "selection": _selection_counts(selection, tally),
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     with atomic_write(out / "manifest.json") as f:
@@ -359,6 +397,42 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
 
         write_report(out)
     return manifest
+
+
+class _RejectTally:
+    """Counts what streams past on its way to the output files: rejects by stage and reason, records by language."""
+
+    def __init__(self) -> None:
+        self.by_stage: Counter[str] = Counter()  # chunk rejects per stage
+        self.reasons: Counter[str] = Counter()
+        self.by_lang: Counter[str] = Counter()
+        self.relevance_before_refinement = 0
+
+    def langs(self, records: Iterable[Record]) -> Iterator[Record]:
+        for r in records:
+            self.by_lang[r.lang] += 1
+            yield r
+
+    def rejects(self, sources: Sequence[RejectSource]) -> Iterator[Reject]:
+        for source in sources:
+            for r in source():
+                if r.unit == "chunk":
+                    self.by_stage[r.stage] += 1
+                self.reasons[f"{r.stage}/{r.reason}"] += 1
+                self.relevance_before_refinement += r.stage == "relevance" and "before refinement" in r.detail
+                yield r
+
+
+def run_decontaminate(deco: Decontaminator, records: Iterable[Record], folder: Path,
+                      ) -> tuple[Stream, RejectSource, int]:
+    """The decontamination step over a stream, written once to `folder` (kept records, then rejects)."""
+    done = folder / "shard-00000.jsonl"
+    if not done.is_file():
+        with atomic_write(done) as f:
+            for item in deco(records):
+                f.write(dumps({"record": item.to_dict()} if isinstance(item, Record) else {"reject": item.to_dict()})
+                        + "\n")
+    return Stream.of_shards(folder)
 
 
 def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
@@ -430,7 +504,7 @@ class Selection:
         self.pool: ModelPool | None = None
 
     @classmethod
-    def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Sequence[Record], work: Path,
+    def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Iterable[Record], work: Path,
               out: Path) -> Selection:
         rc, sc = cfg.relevance, cfg.selfcheck
         rc.validate()
@@ -530,27 +604,27 @@ class Selection:
             f.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         return result
 
-    def run_gate(self, phase: str, records: list[Record], upstream: str, stage_info: dict[str, Any],
-                 ) -> tuple[list[Record], list[Reject], str]:
+    def run_gate(self, phase: str, records: Iterable[Record], upstream: str, stage_info: dict[str, Any],
+                 ) -> tuple[Stream, RejectSource, str]:
         assert self.gate is not None and self.threshold is not None and self.pool is not None
         llm = self.pool.stage_llm(self.cfg.relevance.scorer_model(), "relevance")  # this phase's own call counts
         scorer = RelevanceScorer(self.cfg.relevance, llm, layout=self.gate.layout)
         step = RelevanceGate(scorer, self.threshold, self.gate_decides, phase)
         key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
-                          phase, self.cfg.shard_size)
-        folder, st = run_sharded(f"relevance-{phase}", key, records, len(records), step, self.cfg.relevance.batch_size,
-                                 self.cfg, self.work)
-        kept, rej = _split(_sharded_output(folder))
-        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, len(rej), llm)
+                          phase, self.cfg.effective_shard_size())
+        folder, st = run_sharded(f"relevance-{phase}", key, records, len(records),  # type: ignore[arg-type]
+                                 step, self.cfg.relevance.batch_size, self.cfg, self.work,
+                                 self.cfg.effective_shard_size())
+        kept, rej, n_rej = Stream.of_shards(folder)
+        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, n_rej, llm)
         return kept, rej, folder.name
 
 
-def _selection_counts(selection: dict[str, Any], rejects: Sequence[Reject]) -> dict[str, Any]:
+def _selection_counts(selection: dict[str, Any], tally: _RejectTally) -> dict[str, Any]:
     """The selection info with how many pairs each selector removed."""
     if not selection:
         return {}
-    reasons = Counter(f"{r.stage}/{r.reason}" for r in rejects)
-    pre = sum(1 for r in rejects if r.stage == "relevance" and "before refinement" in r.detail)
+    reasons, pre = tally.reasons, tally.relevance_before_refinement
     return {**selection, "removed": {"judge": reasons["refine/low_score"] + reasons["refine/below_threshold"],
                                      "relevance": reasons["relevance/not_relevant"],
                                      "relevance_before_refinement": pre,
@@ -594,9 +668,28 @@ class _StageLLM(LLM):
     def __init__(self, pool: ModelPool, cfg: ModelConfig, role: str | None = None):
         self._pool, self._cfg, self._role = pool, cfg, role
         self._m: CachedLLM | None = None
+        self._lock = threading.Lock()  # stages may call from several threads (refinement's overlapping rounds)
         self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = self.scored = 0
 
+    @property  # type: ignore[override]
+    def max_batch(self) -> int | None:
+        """The backend's, known from the setting before the model loads (a resumed run may never load it)."""
+        if self._m is not None:
+            return self._m.max_batch
+        given = self._pool.by_role.get(self._role or "") or self._pool.llm
+        if given is not None:
+            return given.max_batch
+        backend = self._cfg.resolved_backend()
+        if backend == "openai":
+            o = self._cfg.options
+            return int(o.get("concurrency") or o.get("max_in_flight") or 256)
+        return 4096 if backend == "vllm" else None
+
     def _get(self) -> CachedLLM:
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> CachedLLM:
         if self._m is None:
             self._m = self._pool.get(self._cfg, self._role)
             self.backend, self.model_id = self._m.backend, self._m.model_id
@@ -605,11 +698,12 @@ class _StageLLM(LLM):
 
     def generate(self, requests):  # type: ignore[no-untyped-def]
         gens = self._get().generate(requests) if requests else []
-        self.requests += len(requests)
-        for g in gens:
-            self.cache_hits += g.cached
-            self.prompt_tokens += g.prompt_tokens
-            self.completion_tokens += g.completion_tokens
+        with self._lock:
+            self.requests += len(requests)
+            for g in gens:
+                self.cache_hits += g.cached
+                self.prompt_tokens += g.prompt_tokens
+                self.completion_tokens += g.completion_tokens
         return gens
 
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]

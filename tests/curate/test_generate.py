@@ -71,9 +71,28 @@ def test_user_seed_file(tmp_path):
         InstructionGenerator(GenerateConfig(seeds=str(bad)), llm=object())
 
 
+def test_rotated_shot_sets_share_the_prefix_in_turns():
+    gen = InstructionGenerator(GenerateConfig(num_shots=2, shot_sets=3, rotate_every=2), llm=object())
+    recs = [_rec("sw", id=f"sw{i}") for i in range(8)] + [_rec("vi", id=f"vi{i}") for i in range(2)]
+    recs.insert(3, _rec("vi", id="vi-x"))  # other languages count on their own
+    marked = list(gen.rotation(recs))
+    sets = {r.id: r.meta["shot_set"] for r in marked}
+    assert [sets[f"sw{i}"] for i in range(8)] == [0, 0, 1, 1, 2, 2, 0, 0]
+    assert [sets["vi-x"], sets["vi0"], sets["vi1"]] == [0, 0, 1]
+    prompts = {r.id: gen.request(r).messages for r in marked}
+    assert prompts["sw0"][:-1] == prompts["sw1"][:-1] == prompts["sw6"][:-1]  # byte-identical shared part
+    assert prompts["sw0"][:-1] != prompts["sw2"][:-1] != prompts["sw4"][:-1]
+    assert prompts["sw0"][0] == prompts["vi0"][0]  # the system prompt first, shared by every language
+    assert DOCS["sw"] in prompts["sw0"][-1]["content"]  # the text last
+    # marks depend on input order only: a second pass (a resumed run) marks the same
+    assert {r.id: r.meta["shot_set"] for r in gen.rotation([_rec(r.lang, id=r.id) for r in recs])} == sets
+
+
 def test_real_model_writes_instructions_with_provenance(llm):
-    gen = InstructionGenerator(GenerateConfig(), llm=llm)
-    batch = [_rec(lang) for lang in DOCS]
+    gen = InstructionGenerator(GenerateConfig(rotate_every=1), llm=llm)
+    # each text under each of the four shot sets: SmolLM2-135M copies a shot or answers in the text's language
+    # under some sets (which is what the rejects are for)
+    batch = list(gen.rotation([_rec(lang, id=f"{lang}-{k}") for k in range(4) for lang in DOCS]))
     kept, rejects = gen(batch)
     assert len(kept) + len(rejects) == len(batch)
     assert kept, f"no instruction parsed; rejects: {[r.detail for r in rejects]}"
@@ -83,12 +102,13 @@ def test_real_model_writes_instructions_with_provenance(llm):
         assert prov.backend == "llama.cpp" and prov.model.startswith("SmolLM2-135M-Instruct")
         assert prov.prompt == "generate_instruction" and prov.prompt_version == "1"
         assert prov.params["temperature"] == 0.0 and prov.params["num_shots"] == 2
+        assert prov.params["shot_set"] == int(rec.id.split("-")[1]) and "shot_set" not in rec.meta
         assert prov.raw  # the unparsed answer is kept for tracing
     for rej in rejects:
         assert rej.stage == "generate" and rej.unit == "chunk" and rej.record["text"]
         assert rej.id in rej.detail
-    # greedy decoding is reproducible: the same batch gives the same instructions
-    again, _ = gen([_rec(lang) for lang in DOCS])
+    # greedy decoding is reproducible: the same records give the same instructions
+    again, _ = gen(list(gen.rotation([_rec(r.lang, id=r.id) for r in batch])))
     assert [r.instruction for r in again] == [r.instruction for r in kept]
 
 

@@ -192,3 +192,51 @@ def test_a_judge_that_does_not_decide_labels_and_refines_but_rejects_nothing():
             by_id = {r.id: r for r in kept}
             assert by_id["b"].instruction == "Name a dish better." and [s["score"] for s in by_id["b"].scores] == [3, 3]
             assert by_id["a"].judge_scores()[0]["score"] == 1 and by_id["c"].judge_scores() == []
+
+
+class ConcurrentScripted(ScriptedLLM):
+    """A ScriptedLLM that takes many requests at once (as a server backend does) and records how many of
+    its calls were open at the same time."""
+
+    max_batch = 8
+
+    def __init__(self, *a):
+        import threading
+
+        super().__init__(*a)
+        self.open = self.peak = 0
+        self._lock = threading.Lock()
+
+    def generate(self, requests):
+        import time
+
+        with self._lock:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        time.sleep(0.02)  # long enough for other records' calls to start meanwhile
+        try:
+            return super().generate(requests)
+        finally:
+            with self._lock:
+                self.open -= 1
+
+
+def test_overlapping_rounds_give_the_same_result_as_a_batch():
+    # Instructions score by their length: some keep at once, some need one or two rewrites, some are dropped.
+    def judge(inst, resp, retry):
+        return verdict(1 if "bad" in inst else min(5, 2 + inst.count("more")), "by length")
+
+    def rewrite(kind, inst):
+        return inst.rstrip(".") + " and more."
+
+    batch = [pair(f"sw-{i}", instruction=f"Describe ugali{' bad' if i % 5 == 0 else ''}{' more' * (i % 3)}.")
+             for i in range(12)]
+    fresh = [Record.from_dict(r.to_dict()) for r in batch]
+    serial = Refiner(RefineConfig(iterations=3, overlap=False), ScriptedLLM(judge, rewrite))(batch)
+    llm = ConcurrentScripted(judge, rewrite)
+    overlapped = Refiner(RefineConfig(iterations=3), llm)(fresh)
+    assert llm.peak > 1  # records went through their rounds side by side
+    assert [r.to_dict() for r in overlapped[0]] == [r.to_dict() for r in serial[0]]  # kept, in input order
+    assert sorted(j.id for j in overlapped[1]) == sorted(j.id for j in serial[1])
+    assert [j.id for j in overlapped[1]] == sorted((j.id for j in overlapped[1]), key=lambda i: int(i.split("-")[1]))
+    assert {j.id: j.reason for j in overlapped[1]} == {j.id: j.reason for j in serial[1]}

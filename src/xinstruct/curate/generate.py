@@ -8,19 +8,24 @@ Ray Data `map_batches` actor unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
 from xinstruct.curate.similarity import NEAR_COPY_THRESHOLD, InstructionIndex
 from xinstruct.languages import language_name
-from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
+from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
+from xinstruct.llm.cache import as_ready
 from xinstruct.prompts import PromptTemplate
 from xinstruct.records import Provenance, Record, Reject, stable_hash
 
 STAGE = "generate"
+SHOT_SELECTIONS = ("rotate", "random", "fixed")
+SHOT_SET = "shot_set"  # the meta key `rotation()` sets on each record before its prompt is built
 
 
 @dataclass
@@ -31,19 +36,25 @@ class GenerateConfig:
     # Few-shot seed pairs per prompt. None: 2, or 0 for a backward model trained by `xinstruct train backward`
     # (it learned the zero-shot prompt).
     num_shots: int | None = None
-    # random: fresh shots per text. fixed: the same shots for every text of a language, so engines
-    # reuse the prompt prefix (faster), but small models then copy the last shot's instruction:
-    # on the sample corpus SmolLM2-135M copied it for 4 of 4 texts in a language with fixed shots.
-    shot_selection: str = "random"
-    shot_max_chars: int = 500  # long seed responses are cut, to keep prompts short (and fast on CPU)
-    text_max_chars: int = 2500  # the native text shown to the model is cut to this
+    # rotate: `shot_sets` fixed shot sets per language, each used for `rotate_every` consecutive texts of the
+    # language in turn, so engines reuse the prompt prefix (system prompt and shots come first, byte-identical;
+    # the text last) while the model does not see one set for the whole corpus. random: fresh shots per text
+    # (no prefix reuse). fixed: one set per language: small models then copy the last shot's instruction
+    # (SmolLM2-135M did for 4 of 4 texts in a language of the sample corpus).
+    shot_selection: str = "rotate"
+    shot_sets: int = 4
+    rotate_every: int = 2
+    shot_max_chars: int = 300  # long seed responses are cut, to keep prompts short (and fast on CPU)
+    text_max_chars: int = 2000  # the native text shown to the model is cut to this (the response stays whole)
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     min_words: int = 3
     max_words: int = 40  # X-Instruction instructions average ~100 characters
-    batch_size: int = 8  # records per LLM call
+    # Records per LLM call. None: the whole shard, which the backend runs at its capacity (all in flight on a
+    # server, continuous batching on vLLM, prefix-sharing batches on transformers, in prefix order on llama.cpp).
+    batch_size: int | None = None
     # An instruction this similar to a seed instruction (IDF-weighted word Jaccard, see curate/similarity.py)
     # is a copy of the seed, not the text's own instruction: rejected as copies_seed. 1.0: exact copies only.
     near_copy_threshold: float = NEAR_COPY_THRESHOLD
@@ -72,8 +83,10 @@ class InstructionGenerator:
     """Turns records holding native text into (English instruction, native response) pairs."""
 
     def __init__(self, cfg: GenerateConfig, llm: LLM | None = None):
-        if cfg.shot_selection not in ("fixed", "random"):
-            raise ValueError(f"shot_selection must be 'fixed' or 'random', not {cfg.shot_selection!r}")
+        if cfg.shot_selection not in SHOT_SELECTIONS:
+            raise ValueError(f"shot_selection must be one of {', '.join(SHOT_SELECTIONS)}, not {cfg.shot_selection!r}")
+        if cfg.shot_sets < 1 or cfg.rotate_every < 1:
+            raise ValueError("generate.shot_sets and generate.rotate_every must be >= 1")
         if cfg.num_shots is None:
             cfg.num_shots = 0 if is_backward_model(cfg.model) else 2
         self.cfg = cfg
@@ -100,12 +113,31 @@ class InstructionGenerator:
     def seeds_fingerprint(self) -> str:
         return stable_hash([(s.instruction, s.response, s.lang) for s in self.seeds])
 
+    def rotation(self, records: Iterable[Record]) -> Iterator[Record]:
+        """`records` in order, each marked with its shot set (meta `shot_set`) under `shot_selection=rotate`: the
+        n-th text of a language (counting from 0, in input order) takes set (n // rotate_every) % shot_sets.
+        Texts that share a set are next to each other in a batch's sorted order, so their prompts share the prefix.
+        The marks depend only on the input order, so a resumed run or a stage run alone marks the same."""
+        seen: Counter[str] = Counter()
+        for rec in records:
+            if self.cfg.shot_selection == "rotate":
+                n = seen[rec.lang]
+                seen[rec.lang] += 1
+                rec.meta[SHOT_SET] = (n // self.cfg.rotate_every) % self.cfg.shot_sets
+            yield rec
+
+    def shot_key(self, rec: Record) -> str:
+        """What picks the record's shots: its language and set (rotate), its language (fixed) or its id (random)."""
+        c = self.cfg
+        if c.shot_selection == "rotate":
+            return f"{rec.lang}/set{rec.meta.get(SHOT_SET, 0)}"
+        return rec.lang if c.shot_selection == "fixed" else rec.id
+
     def shots(self, rec: Record) -> list[Seed]:
         """Seeds in the record's language (or any language's, for one with no seeds)."""
         pool = self._by_lang.get(rec.lang) or self._by_lang.get("*") or self.seeds
         k = min(self.cfg.num_shots, len(pool))
-        key = rec.lang if self.cfg.shot_selection == "fixed" else rec.id
-        return random.Random(stable_hash(key, self.cfg.seed)).sample(pool, k)
+        return random.Random(stable_hash(self.shot_key(rec), self.cfg.seed)).sample(pool, k)
 
     def messages(self, rec: Record, shots: Sequence[Seed]) -> list[dict[str, str]]:
         t, c = self.template, self.cfg
@@ -146,18 +178,39 @@ class InstructionGenerator:
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         reqs = [self.request(r) for r in batch]
-        gens = self.llm.generate(reqs)
-        kept: list[Record] = []
-        rejects: list[Reject] = []
-        for rec, req, gen in zip(batch, reqs, gens, strict=False):
-            if gen.error is not None:
-                rejects.append(Reject.of(rec, STAGE, "llm_error", f"chunk {rec.id} ({rec.source}): {gen.error}"))
-                continue
+        c = self.cfg
+
+        def read(rec: Record, req: ChatRequest, gen: Generation) -> tuple[str | ParseError, Provenance]:
+            """The instruction in the answer (or why there is none) and its provenance; changes nothing."""
             result = self.parse(gen.text, text=rec.text, lang=rec.lang, finish_reason=gen.finish_reason,
-                                min_words=self.cfg.min_words, max_words=self.cfg.max_words)
+                                min_words=c.min_words, max_words=c.max_words)
             if isinstance(result, str):
                 result = self.check_copy(result)
-            prov = self.provenance(req, gen.text)
+            return result, self.provenance(req, gen.text, rec.meta.get(SHOT_SET))
+
+        # Answers that the backend hands over one by one (a server's) are read as they arrive, while the rest are
+        # in flight: by index, with the answer. The records are changed below, once the call is over.
+        early: dict[int, tuple[Generation, tuple[str | ParseError, Provenance]]] = {}
+
+        def ready(i: int, gen: Generation) -> None:
+            if gen.error is None:
+                # A parser that fails must not cut the call short (its answers would not reach the cache): the
+                # loop below reads that answer again and fails there, as it always did.
+                with contextlib.suppress(Exception):
+                    early[i] = (gen, read(batch[i], reqs[i], gen))
+
+        with as_ready(reqs, ready):
+            gens = self.llm.generate(reqs)
+        kept: list[Record] = []
+        rejects: list[Reject] = []
+        for i, (rec, req, gen) in enumerate(zip(batch, reqs, gens, strict=False)):
+            if gen.error is not None:
+                rec.meta.pop(SHOT_SET, None)
+                rejects.append(Reject.of(rec, STAGE, "llm_error", f"chunk {rec.id} ({rec.source}): {gen.error}"))
+                continue
+            e = early.get(i)
+            result, prov = e[1] if e is not None and e[0] is gen else read(rec, req, gen)
+            rec.meta.pop(SHOT_SET, None)
             if isinstance(result, ParseError):
                 rec.provenance["instruction"] = prov
                 rejects.append(Reject.of(rec, STAGE, result.reason, f"chunk {rec.id} ({rec.source}): {result.detail}"))
@@ -178,9 +231,10 @@ class InstructionGenerator:
                               f"{self.seeds[i].instruction!r} (similarity {sim:.2f} >= {self.cfg.near_copy_threshold})")
         return instruction
 
-    def provenance(self, req: ChatRequest, raw: str) -> Provenance:
+    def provenance(self, req: ChatRequest, raw: str, shot_set: int | None = None) -> Provenance:
+        extra = {"shot_set": shot_set} if shot_set is not None else {}
         return Provenance.of_call(self.llm, self.template, req.params, raw, num_shots=self.cfg.num_shots,
-                                  shot_selection=self.cfg.shot_selection)
+                                  shot_selection=self.cfg.shot_selection, **extra)
 
     def close(self) -> None:
         if self._llm is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,15 +50,18 @@ class RefineConfig:
     text_max_chars: int = 2500  # the response shown to the judge is cut to this
     retries: int = 1  # asks again after a judge answer that does not parse
     # Pairs per round trip. None: 1 for llama.cpp (a record's label and rewrite calls then follow each other and
-    # share their prompt prefix, which llama.cpp reuses), 64 for batched engines and servers.
+    # share their prompt prefix, which llama.cpp reuses), 64 for transformers, the whole shard for vLLM and servers.
     batch_size: int | None = None
+    # On a backend that takes many requests at once (a server: `max_in_flight`), each pair goes through its
+    # rounds on its own, so one pair's rewrite does not wait for the whole batch's labels.
+    overlap: bool = True
     min_words: int = 3
     max_words: int = 40
 
-    def effective_batch_size(self) -> int:
+    def effective_batch_size(self) -> int | None:
         if self.batch_size is not None:
             return self.batch_size
-        return 1 if self.model.resolved_backend() == "llama.cpp" else 64
+        return {"llama.cpp": 1, "transformers": 64}.get(self.model.resolved_backend())
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -304,6 +308,17 @@ class Refiner:
         return ok
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
+        """Label, refine and relabel `batch`: kept records in input order, and the rejects. Where the backend
+        takes many requests at once (`max_batch` > 1) and `overlap` is on, each record runs its rounds in its
+        own thread, up to `max_batch` at a time; the rejects then come record by record, in input order."""
+        width = min(len(batch), self.llm.max_batch or 1) if self.cfg.overlap else 1
+        if width <= 1 or len(batch) <= 1:
+            return self._rounds(batch)
+        with ThreadPoolExecutor(width, thread_name_prefix="refine") as pool:
+            parts = list(pool.map(lambda rec: self._rounds([rec]), batch))
+        return [r for kept, _ in parts for r in kept], [j for _, rejects in parts for j in rejects]
+
+    def _rounds(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         c = self.cfg
         kept: list[Record] = []
         rejects: list[Reject] = []

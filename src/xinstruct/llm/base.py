@@ -115,6 +115,10 @@ class LLM(ABC):
     backend: str = "base"
     model_id: str = "unknown"
     supports_json_schema: bool = False
+    # How many requests one `generate` call should get for this backend to run at capacity: stages hand it
+    # this many at once (a server backend keeps them all in flight, vLLM batches them continuously). None:
+    # the stage's own batch size.
+    max_batch: int | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -131,9 +131,14 @@ class LlamaCppLLM(LLM):
         return sum(self.count_tokens(m["content"]) + 6 for m in messages) + 4
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        # llama-cpp-python's high-level API decodes one sequence at a time; requests that
-        # share a prefix (system prompt and few-shot examples) reuse its KV cache.
-        return [self._one(r) for r in requests]
+        # llama-cpp-python's high-level API decodes one sequence at a time and reuses the KV cache of the
+        # longest prefix a prompt shares with the previous one: requests run sorted by their messages, so
+        # those that share a system prompt and few-shot examples follow each other; answers come back in order.
+        order = sorted(range(len(requests)), key=lambda i: [(m["role"], m["content"]) for m in requests[i].messages])
+        out: list[Generation | None] = [None] * len(requests)
+        for i in order:
+            out[i] = self._one(requests[i])
+        return [g for g in out if g is not None]
 
     def _kwargs(self, req: ChatRequest) -> dict[str, Any]:
         p = req.params

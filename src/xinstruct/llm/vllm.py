@@ -28,6 +28,7 @@ def _structured(schema: dict[str, Any]) -> dict[str, Any]:
 class VLLMLLM(LLM):
     backend = "vllm"
     supports_json_schema = True
+    max_batch = 4096  # stages hand it whole shards: continuous batching wants hundreds of sequences in flight
 
     def __init__(self, model: str | Path, *, tokenizer: str | None = None, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = 8192,
@@ -40,6 +41,9 @@ class VLLMLLM(LLM):
         from xinstruct.llm.hf import weights_fingerprint
 
         self.model_id = f"{Path(model).name}:{weights_fingerprint(Path(model))}:{dtype}"
+        # Prefix caching: generation prompts share their system prompt and few-shot examples (rotated shot
+        # sets), and judge prompts their rubric, so most prompt tokens are computed once per set.
+        engine_kwargs.setdefault("enable_prefix_caching", True)
         self._llm = vllm.LLM(model=str(model), tokenizer=tokenizer, dtype=dtype,
                              gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                              tensor_parallel_size=tensor_parallel_size, **engine_kwargs)
