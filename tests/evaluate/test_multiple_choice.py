@@ -172,7 +172,7 @@ def test_item_that_cannot_be_scored_is_rejected_not_dropped(tmp_path, monkeypatc
     llm = ScriptedLLM(fail_on="t1.")
     monkeypatch.setattr(mc, "_load_model", lambda cfg: (llm, cfg))
     result = run_multiple_choice(MCConfig("xstorycloze", str(FIXTURES / "mc_hand_scored.jsonl"), str(tmp_path),
-                                          batch_size=8))
+                                          pairs_per_call=8))
     assert result["counts"] == {"items": 3, "scored": 2, "rejected": 1}
     (reject,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert reject["id"] == "B" and reject["reason"] == "unscored" and reject["stage"] == "score"

@@ -82,3 +82,32 @@ def test_json_schema_starts_the_answer_for_the_model(tiny_model_dir):
     prompt = llm.prompt_text([{"role": "user", "content": "Rate this pair."}])
     ids = llm.tokenizer(prompt + '{"reason": "', add_special_tokens=False)["input_ids"]
     assert constrained.prompt_tokens == len(ids)
+
+
+def test_shared_prefixes_are_computed_once_and_change_no_answer(tiny_model_dir):
+    """Prompts in groups that share long prefixes (few-shot examples), a singleton among them, in one call:
+    each group's prefix is run once, and greedy answers equal those of each prompt run alone."""
+    shots_a = "Example: Ugali ni chakula kikuu. Instruction: Describe ugali. " * 6
+    shots_b = "Mfano: Phở là món ăn truyền thống. Instruction: Describe pho. " * 6
+    prompts = [shots_a + "Text: Chapati ni mkate.", shots_b + "Text: Bánh mì là bánh.", shots_a + "Text: Wali.",
+               "Hello, who are you?", shots_b + "Text: Cơm tấm."]
+    llm = TransformersLLM(tiny_model_dir, dtype="float32", batch_size=5)
+    together = llm.generate([_req(p) for p in prompts])
+    d = llm.decoder
+    assert d.prompt_tokens_evaluated < 0.75 * d.prompt_tokens_total  # the two long prefixes ran once each
+    alone = []
+    for p in prompts:
+        single = TransformersLLM(tiny_model_dir, dtype="float32", batch_size=1)
+        alone.append(single.generate([_req(p)])[0])
+        assert single.decoder.prompt_tokens_evaluated == single.decoder.prompt_tokens_total  # nothing to share
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert [g.prompt_tokens for g in together] == [g.prompt_tokens for g in alone]
+
+
+def test_sampling_does_not_depend_on_the_batch(tiny_model_dir):
+    llm = TransformersLLM(tiny_model_dir, dtype="float32", batch_size=4)
+    reqs = [_req(p, temperature=1.0, seed=s) for p, s in (("Hi", 1), ("Habari", 2), ("Hi", 3), ("Explain curry.", 4))]
+    together = [g.text for g in llm.generate(reqs)]
+    alone = [llm.generate([r])[0].text for r in reqs]
+    assert together == alone
+    assert together[0] != together[2] or len(set(together)) > 1  # seeds matter

@@ -84,11 +84,72 @@ def _by_hand(llm, context: str, continuation: str) -> float:
 def test_transformers_matches_a_computation_by_hand(tiny):
     got = tiny.loglikelihood(PAIRS)
     assert got == pytest.approx([_by_hand(tiny, c, x) for c, x in PAIRS], abs=1e-3)
-    tiny.batch_size = 1
+    tiny.score_tokens = 1
     try:
-        assert tiny.loglikelihood(PAIRS) == pytest.approx(got, abs=1e-4)  # padding changes nothing
+        assert tiny.loglikelihood(PAIRS) == pytest.approx(got, abs=1e-4)  # one row per pass: no padding
     finally:
-        tiny.batch_size = 3
+        del tiny.score_tokens
+
+
+# With SmolLM2's tokenizer: contexts of 1 to 41 tokens (an empty one is BOS alone, "Hello" one token: nothing
+# to share), continuations of 1 to 35
+SHARED = [("Mtoto alilia sana kwa sababu", [" alikuwa na njaa.", " a", " mama yake alikuwa ameondoka nyumbani jana."]),
+          ("The sun rose over the quiet hills of the valley and the farmers, who had waited all night, said",
+           [" nothing.", " that the rain would come back before the harvest."]),
+          ("Hello", [" world", " there, again and again"]),
+          ("", [" Çocuk ağladı.", " Çocuk güldü çünkü"]),
+          ("நான் வீட்டுக்குப் போனேன்", [" எனவே", " ஏனெனில் மழை பெய்தது"])]
+
+
+def _alone(llm, context: str, continuation: str) -> list[float]:
+    """Per-token log-probabilities of one pair from one forward pass over its whole window."""
+    import torch
+
+    ctx, cont = llm.encode_pair(context, continuation)
+    with torch.inference_mode():
+        logits = llm.model(input_ids=torch.tensor([(ctx + cont)[:-1]])).logits[0, -len(cont) :].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(cont)[:, None])[:, 0].tolist()
+
+
+def test_shared_context_scores_each_token_as_the_pair_alone(tiny, monkeypatch):
+    """Choices are scored after their context's keys and values, computed once per context; one pass mixes
+    rows of different context and continuation lengths (left-padded past, right-padded suffixes) and rows
+    with no past at all. Every token's log-probability equals that of one forward pass over the pair alone."""
+    pairs = [(c, x) for c, xs in SHARED for x in xs]
+    cls = type(tiny)
+    prefixes, passes = [], []
+    monkeypatch.setattr(tiny, "_prefix_store", lambda ps: prefixes.extend(ps) or cls._prefix_store(tiny, ps))
+    monkeypatch.setattr(tiny, "_score_suffixes", lambda rows, layers: passes.append(
+        [(len(r.prefix), len(r.suffix)) for r in rows]) or cls._score_suffixes(tiny, rows, layers))
+    for tokens in (1024, 40, 1):  # a few passes, more, one row per pass
+        monkeypatch.setattr(tiny, "score_tokens", tokens)
+        prefixes.clear()
+        passes.clear()
+        got = tiny.token_logprobs(pairs)
+        assert [len(t) for t in got] == [len(tiny.encode_pair(c, x)[1]) for c, x in pairs]
+        for (c, x), lp in zip(pairs, got, strict=True):
+            assert lp == pytest.approx(_alone(tiny, c, x), abs=1e-4), (tokens, c, x)
+        want = {tuple(tiny.encode_pair(c, xs[0])[0][:-1]) for c, xs in SHARED} - {()}
+        assert len(prefixes) == len(set(prefixes)) and set(prefixes) == want  # each context once, but its last token
+        assert sum(map(len, passes)) == len(pairs)
+        if tokens == 1024:
+            assert any(len({s for _, s in p}) > 1 and len({n for n, _ in p}) > 2 and min(p)[0] == 0 for p in passes)
+        if tokens == 1:
+            assert all(len(p) == 1 for p in passes)
+
+
+def test_length_batches_cut_longest_first_within_the_budget():
+    from xinstruct.llm.hf import length_batches
+
+    lengths = [3, 10, 9, 1, 10, 4, 30]
+    batches = length_batches(lengths, 30, full=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [6]  # the longest first, alone at the budget
+    assert all(len(b) * lengths[b[0]] <= 30 or len(b) == 1 for b in batches)
+    assert all(lengths[b[0]] == max(lengths[i] for i in b) for b in batches)
+    assert length_batches(lengths, 30, full=0)[1] == [1, 4, 2]  # 9 is within 10% of 10; 4 is not
+    assert length_batches(lengths, 1000, full=1000) == [[6, 1, 4, 2, 5, 0, 3]]  # small passes pad more
+    assert max(map(len, length_batches(lengths, 1000, max_items=2, full=1000))) == 2
 
 
 def test_transformers_trailing_space_and_greedy(tiny):

@@ -64,7 +64,10 @@ class MCConfig:
     limit: int | None = None  # the first N items of each language, as lm-eval's limit
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: str = "xinstruct"
-    batch_size: int = 16  # (context, choice) pairs per model call; a resume checkpoint after each
+    batch_size: int = 16  # lm-eval's batch size ((context, choice) pairs per forward pass)
+    # xinstruct: pairs handed to the backend at once, so that it can batch them by length and run each
+    # item's context once for all its choices; a resume checkpoint after each call
+    pairs_per_call: int = 512
     label: str | None = None  # the model's name in reports
 
 
@@ -389,7 +392,9 @@ class ScoreCache:
 def score_requests(llm: LLM, requests: dict[str, list[tuple[str, str]]], cache: ScoreCache,
                    batch_size: int) -> tuple[dict[str, list[float]], dict[str, str]]:
     """Log-likelihoods per key (cached ones are not recomputed) and the keys that could not be scored
-    (the backend raised ValueError for that item, e.g. a choice longer than the context window), with why."""
+    (the backend raised ValueError for that item, e.g. a choice longer than the context window), with why.
+    Items not yet cached go to the backend in order, whole, up to `batch_size` pairs per call: a backend
+    that batches by length (transformers) sorts each call itself, so calls should be large."""
     from tqdm import tqdm
 
     todo = [k for k in requests if k not in cache.scores]
@@ -415,10 +420,8 @@ def _score_part(llm: LLM, keys: list[str], requests: dict[str, list[tuple[str, s
         if len(keys) == 1:
             failed[keys[0]] = f"{type(e).__name__}: {e}"
             return {}
-        done: dict[str, list[float]] = {}
-        for k in keys:  # find the item that fails; keep the others
-            done.update(_score_part(llm, [k], requests, failed))
-        return done
+        half = len(keys) // 2  # find the items that fail by halves; keep the others
+        return {**_score_part(llm, keys[:half], requests, failed), **_score_part(llm, keys[half:], requests, failed)}
     out, i = {}, 0
     for k in keys:
         out[k], i = [float(x) for x in lls[i : i + len(requests[k])]], i + len(requests[k])
@@ -522,7 +525,7 @@ def _run_xinstruct(cfg: MCConfig, requests: dict[str, list[tuple[str, str]]], ou
     try:
         keyed = {i: stable_hash(llm.fingerprint, reqs, n=24) for i, reqs in requests.items()}
         lls, failed = score_requests(llm, {keyed[i]: r for i, r in requests.items()}, ScoreCache(out / "scores.jsonl"),
-                                     cfg.batch_size)
+                                     cfg.pairs_per_call)
         model = {"label": cfg.label or Path(cfg.model.model).name, "backend": llm.backend, "model_id": llm.model_id}
     finally:
         llm.close()
