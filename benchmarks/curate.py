@@ -1,0 +1,278 @@
+"""Curation throughput: the generation stage of the curate job against its raw engine and the seeds' way.
+
+For the same documents (default: the packaged sample corpus, 40 documents in 10 languages) and model (the
+embedded SmolLM2-135M-Instruct, greedy), three ways to write their instructions:
+  (a) xinstruct     `run_pipeline(cfg, ["generate"])` (prepare, prompts, shards, request cache, parsing) on
+                    the generation engine it runs by default (see --engine), the model loaded beforehand;
+  (b) raw engine    the same engine's own batched API on exactly the prompts (a) sent: transformers
+                    `model.generate` on left-padded batches sorted by length, or llama.cpp's
+                    `create_chat_completion` in (a)'s order (its KV cache reuses shared prefixes);
+  (c) seeds' way    one `transformers.generate` call per example, as X-Instruction's inference.py runs it,
+                    in fp32 and bf16: both on the first --probe-docs prompts, then the faster on all of them.
+Model loads and a warm-up are excluded. It also counts the prompt tokens each document costs the engine
+after prefix reuse, today's (random shots: llama.cpp reuses only the system prompt) against xinstruct's
+(rotated shot sets), and, unless --no-copies, the rate of `copies_seed` rejects with rotated and random shots.
+Ends with one line `ratio_vs_seeds=X ratio_vs_engine=Y` (docs/s of (a) over (c)'s faster dtype, and over (b)).
+
+    .venv/bin/python benchmarks/curate.py
+    .venv/bin/python benchmarks/curate.py --engine llama.cpp --no-copies
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from generate import print_table  # benchmarks/generate.py, beside this script
+from xinstruct.config import CurateConfig
+from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
+from xinstruct.curate.prepare import prepare
+from xinstruct.curate.readers import read_documents
+from xinstruct.llm import LLM, ChatRequest, Generation, Message, ModelConfig, load_llm
+from xinstruct.llm.hf_decode import common_prefix_len
+from xinstruct.pipeline import run_pipeline, sample_corpus
+from xinstruct.records import Record
+
+WARMUP: list[Message] = [{"role": "user", "content": "Say hello."}]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Recording(LLM):
+    """Passes requests through to an engine, keeping what was sent and returned."""
+
+    def __init__(self, inner: LLM):
+        self.inner, self.backend, self.model_id = inner, inner.backend, inner.model_id
+        self.sent: list[ChatRequest] = []
+        self.generations: list[Generation] = []
+
+    @property
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return self.inner.context_window
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
+        return self.inner.count_prompt_tokens(messages)
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        gens = self.inner.generate(requests)
+        self.sent += requests
+        self.generations += gens
+        return gens
+
+
+def records_of(corpus: Path, limit: int | None) -> list[Record]:
+    cfg = CurateConfig()
+    docs = read_documents(corpus)
+    recs = [x for x in prepare(docs, None, cfg.prepare) if isinstance(x, Record)]
+    return recs[:limit] if limit else recs
+
+
+def chain_tokens(tok: Any, prompts: Sequence[str]) -> int:
+    """Prompt tokens an engine evaluates for `prompts` sent one after another when it reuses the longest
+    prefix shared with the previous prompt (llama.cpp's KV cache)."""
+    total, prev = 0, []
+    for p in prompts:
+        ids = tok(p, add_special_tokens=False)["input_ids"]
+        total += len(ids) - min(common_prefix_len([prev, ids]), len(ids) - 1) if prev else len(ids)
+        prev = ids
+    return total
+
+
+def run_xinstruct(args: argparse.Namespace, llm: LLM, shot_selection: str, out: Path) -> dict[str, Any]:
+    cfg = CurateConfig(input=str(args.input), out=str(out), progress=False, report=False)
+    cfg.limit = args.docs
+    cfg.generate.shot_selection = shot_selection
+    cfg.generate.max_tokens = args.max_tokens
+    rec = Recording(llm)
+    t = time.perf_counter()
+    manifest = run_pipeline(cfg, ["generate"], models={"generate": rec})
+    wall = time.perf_counter() - t
+    reasons = manifest["rejects_by_reason"]
+    n = len(rec.sent)
+    return {"wall_s": manifest["stages"]["generate"]["seconds"], "job_s": wall, "docs": n, "sent": rec.sent,
+            "texts": [g.text for g in rec.generations], "candidates": manifest["counts"]["candidates"],
+            "copies_seed": reasons.get("generate/copies_seed", 0),
+            "completion_tokens": sum(g.completion_tokens for g in rec.generations)}
+
+
+def hf_model(dtype: str) -> tuple[Any, Any]:
+    from xinstruct.llm.embedded import smollm2_gguf
+    from xinstruct.llm.hf import load_causal_lm
+
+    model, tok, _ = load_causal_lm(smollm2_gguf(), dtype=dtype, device="cpu")
+    return model, tok
+
+
+def per_example(model: Any, tok: Any, requests: Sequence[ChatRequest]) -> tuple[float, list[str]]:
+    """(c): one `generate` call per example, greedy, as the seeds' inference script."""
+    import torch
+
+    eos = {tok.eos_token_id, tok.pad_token_id}
+    outs = []
+    t = time.perf_counter()
+    for r in requests:
+        enc = tok.apply_chat_template(list(r.messages), add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=r.params.max_tokens, do_sample=False, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
+        ids = ids.tolist()
+        n = next((i for i, x in enumerate(ids) if x in eos), len(ids))
+        outs.append(tok.decode(ids[:n], skip_special_tokens=True))
+    return time.perf_counter() - t, outs
+
+
+def raw_hf(model: Any, tok: Any, requests: Sequence[ChatRequest], batch_size: int) -> tuple[float, list[str]]:
+    """(b) for transformers: `model.generate` on left-padded batches of prompts sorted by length."""
+    import torch
+
+    texts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    tok.padding_side = "left"
+    eos = {tok.eos_token_id, tok.pad_token_id}
+    outs: list[str] = [""] * len(texts)
+    t = time.perf_counter()
+    for s in range(0, len(order), batch_size):
+        part = order[s : s + batch_size]
+        enc = tok([texts[i] for i in part], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            gen = model.generate(**enc, max_new_tokens=requests[part[0]].params.max_tokens, do_sample=False,
+                                 temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+        for i, row in zip(part, gen[:, enc["input_ids"].shape[1]:].tolist(), strict=True):
+            n = next((k for k, x in enumerate(row) if x in eos), len(row))
+            outs[i] = tok.decode(row[:n], skip_special_tokens=True)
+    return time.perf_counter() - t, outs
+
+
+def raw_llamacpp(llm: Any, requests: Sequence[ChatRequest]) -> tuple[float, list[str]]:
+    outs = []
+    t = time.perf_counter()
+    for r in requests:
+        p = r.params
+        o = llm.create_chat_completion(messages=list(r.messages), max_tokens=p.max_tokens, temperature=p.temperature,
+                                       top_p=p.top_p, seed=p.seed)
+        outs.append(o["choices"][0]["message"]["content"] or "")
+    return time.perf_counter() - t, outs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", type=Path, default=sample_corpus(), help="corpus (default: the sample corpus)")
+    ap.add_argument("--docs", type=int, default=None, help="read only the first N documents")
+    ap.add_argument("--engine", default=None, help="transformers | llama.cpp (default: the generation default)")
+    ap.add_argument("--max-tokens", type=int, default=GenerateConfig().max_tokens)
+    ap.add_argument("--probe-docs", type=int, default=4, help="prompts on which (c) compares fp32 and bf16")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: each engine's)")
+    ap.add_argument("--no-copies", action="store_true", help="skip the random-shot run (copies_seed rates)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    engine = args.engine or GenerateConfig().model.resolved_backend()
+    mc = ModelConfig(backend=engine)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        if engine == "llama.cpp":
+            mc.options["n_threads"] = args.threads
+    print(f"machine: {os.cpu_count()} cpus ({platform.processor() or platform.machine()}); engine {engine}; "
+          f"threads {args.threads or 'default'}")
+    t0 = time.perf_counter()
+    llm = load_llm(mc)
+    load_s = time.perf_counter() - t0
+    llm.generate([ChatRequest(messages=WARMUP)])
+    log(f"loaded {llm.model_id} in {load_s:.1f} s")
+    figures: dict[str, Any] = {"engine": engine, "model": llm.model_id, "load_s": load_s}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        decoder = getattr(llm, "decoder", None)
+        before = decoder.prompt_tokens_evaluated if decoder is not None else 0
+        a = run_xinstruct(args, llm, "rotate", Path(tmp) / "rotate")
+        log(f"(a) xinstruct: {a['wall_s']:.1f} s for {a['docs']} docs")
+        requests = a["sent"]
+        evaluated = decoder.prompt_tokens_evaluated - before if decoder is not None else None
+        rand = None
+        if not args.no_copies:
+            rand = run_xinstruct(args, llm, "random", Path(tmp) / "random")
+            log(f"xinstruct with random shots: {rand['wall_s']:.1f} s")
+    llm.close()
+
+    model, tok = hf_model("float32")
+    texts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
+    if evaluated is None:  # llama.cpp: its prefix reuse over (a)'s order
+        evaluated = chain_tokens(tok, texts)
+    # Today's prompts: random shots, in input order, on llama.cpp (which reuses the shared system prompt).
+    recs = records_of(args.input, args.docs)
+    old = InstructionGenerator(GenerateConfig(shot_selection="random"), llm=llm)
+    old_texts = [tok.apply_chat_template(old.messages(r, old.shots(r)), tokenize=False, add_generation_prompt=True)
+                 for r in recs]
+    today = chain_tokens(tok, old_texts)
+    total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    if engine == "transformers":
+        b_wall, b_texts = raw_hf(model, tok, requests, getattr(llm, "batch_size", 16))
+    else:
+        from llama_cpp import Llama
+
+        from xinstruct.llm.embedded import smollm2_gguf
+        from xinstruct.llm.llamacpp import batch_threads, default_threads, model_params
+
+        with model_params(use_extra_bufts=False):
+            raw = Llama(model_path=str(smollm2_gguf()), n_ctx=4096, n_threads=args.threads or default_threads(),
+                        n_threads_batch=batch_threads(args.threads or default_threads()), verbose=False)
+        raw.create_chat_completion(messages=WARMUP, max_tokens=4)
+        b_wall, b_texts = raw_llamacpp(raw, requests)
+    log(f"(b) raw {engine}: {b_wall:.1f} s")
+
+    probe = requests[: args.probe_docs]
+    probes = {"float32": per_example(model, tok, probe)[0]}
+    bf16, _ = hf_model("bfloat16")
+    probes["bfloat16"] = per_example(bf16, tok, probe)[0]
+    del bf16
+    best = min(probes, key=probes.get)  # type: ignore[arg-type]
+    log(f"(c) per-example probe on {len(probe)} docs: " + ", ".join(f"{k} {v:.1f} s" for k, v in probes.items()))
+    seeds_model = model if best == "float32" else hf_model("bfloat16")[0]
+    c_wall, c_texts = per_example(seeds_model, tok, requests)
+    log(f"(c) per-example {best}: {c_wall:.1f} s")
+
+    n = len(requests)
+    rows = [["(a) xinstruct", a["wall_s"], n / a["wall_s"], a["completion_tokens"] / a["wall_s"], evaluated / n],
+            [f"(b) raw {engine}", b_wall, n / b_wall, None, None],
+            [f"(c) seeds' loop, {best}", c_wall, n / c_wall, None, total / n]]
+    print(f"\ngeneration stage, {n} docs of {args.input.name}, greedy, max_tokens={args.max_tokens}; "
+          f"load and warm-up excluded")
+    print_table(["way", "wall s", "docs/s", "gen tok/s", "prompt tok/doc evaluated"],
+                [[c if c is not None else "" for c in r] for r in rows])
+    print(f"(c) fp32 vs bf16 on {len(probe)} docs: " + ", ".join(f"{k} {v:.1f} s" for k, v in probes.items()))
+    print(f"prompt tokens per document: {total / n:.0f} in all; evaluated after prefix reuse: xinstruct "
+          f"{evaluated / n:.0f}, today's random shots on llama.cpp {today / n:.0f} ({evaluated / today:.0%} of today)")
+    same_b = sum(x == y for x, y in zip(a["texts"], b_texts, strict=True))
+    same_c = sum(x == y for x, y in zip(a["texts"], c_texts, strict=True))
+    print(f"answers identical to xinstruct's: raw engine {same_b}/{n}, seeds' loop {same_c}/{n}")
+    if rand is not None:
+        print(f"copies_seed: rotated shot sets {a['copies_seed']}/{n} ({a['copies_seed'] / n:.0%}), "
+              f"random shots {rand['copies_seed']}/{n} ({rand['copies_seed'] / n:.0%}); candidates "
+              f"{a['candidates']} vs {rand['candidates']}; random shots took {rand['wall_s']:.1f} s")
+    ratio_seeds, ratio_engine = c_wall / a["wall_s"], b_wall / a["wall_s"]
+    figures.update(docs=n, xinstruct_s=a["wall_s"], raw_s=b_wall, seeds_s=c_wall, seeds_dtype=best, probes=probes,
+                   prompt_tokens_per_doc=total / n, evaluated_per_doc=evaluated / n, today_per_doc=today / n,
+                   copies_rotate=a["copies_seed"], copies_random=rand and rand["copies_seed"],
+                   ratio_vs_seeds=ratio_seeds, ratio_vs_engine=ratio_engine)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    print(f"ratio_vs_seeds={ratio_seeds:.2f} ratio_vs_engine={ratio_engine:.2f}")
+
+
+if __name__ == "__main__":
+    main()
