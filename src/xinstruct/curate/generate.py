@@ -44,8 +44,8 @@ class GenerateConfig:
     shot_selection: str = "rotate"
     shot_sets: int = 4
     rotate_every: int = 2
-    shot_max_chars: int = 300  # long seed responses are cut, to keep prompts short (and fast on CPU)
-    text_max_chars: int = 2000  # the native text shown to the model is cut to this (the response stays whole)
+    shot_max_chars: int = 500  # long seed responses are cut, to keep prompts short (and fast on CPU)
+    text_max_chars: int = 2500  # the native text shown to the model is cut to this (the response stays whole)
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
