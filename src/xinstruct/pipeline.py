@@ -195,20 +195,21 @@ def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, ste
     return folder, stats
 
 
-def _sharded_output(folder: Path) -> Iterator[Record | Reject]:
-    """Shard contents in order: records in input order, with each shard's rejects after them."""
+def _shard_lines(folder: Path, kind: str = "") -> Iterator[str]:
+    """The lines of a sharded stage's files in order, unparsed, only those of `kind` ("record" or "reject") where
+    given: run_sharded writes each line as `{"record": ...}` or `{"reject": ...}`."""
+    start = '{"' + kind + '"' if kind else ""
     for path in sorted(folder.glob("shard-*.jsonl")):
-        for row in read_jsonl(path):
-            yield Record.from_dict(row["record"]) if "record" in row else Reject(**row["reject"])
+        with open(path, encoding="utf-8") as f:
+            yield from (line for line in f if line.startswith(start))
 
 
 class Stream:
     """A stage's records, read again from its files each time they are iterated, so a stage never holds
-    the corpus in memory: `len` is their number, counted once."""
+    the corpus in memory: `len` is their number."""
 
-    def __init__(self, source: Callable[[], Iterable[Record]], n: int | None = None):
-        self.source = source
-        self.n = n if n is not None else sum(1 for _ in source())
+    def __init__(self, source: Callable[[], Iterable[Record]], n: int):
+        self.source, self.n = source, n
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.source())
@@ -218,22 +219,19 @@ class Stream:
 
     @classmethod
     def of_shards(cls, folder: Path) -> tuple[Stream, Callable[[], Iterator[Reject]], int]:
-        """(the kept records, a source of the rejects, their number) of a sharded stage's folder."""
-        kept = rejected = 0
-        for path in sorted(folder.glob("shard-*.jsonl")):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith('{"record"'):
-                        kept += 1
-                    elif line.strip():
-                        rejected += 1
+        """(the kept records, a source of the rejects, their number) of a sharded stage's folder. Each reads only
+        its own kind of line, so neither parses the other's."""
 
         def records() -> Iterator[Record]:
-            return (x for x in _sharded_output(folder) if isinstance(x, Record))
+            return (Record.from_dict(json.loads(line)["record"]) for line in _shard_lines(folder, "record"))
 
         def rejects() -> Iterator[Reject]:
-            return (x for x in _sharded_output(folder) if isinstance(x, Reject))
+            return (Reject(**json.loads(line)["reject"]) for line in _shard_lines(folder, "reject"))
 
+        kept = rejected = 0
+        for line in _shard_lines(folder):
+            kept += line.startswith('{"record"')
+            rejected += line.startswith('{"reject"')
         return cls(records, kept), rejects, rejected
 
 
@@ -610,11 +608,11 @@ class Selection:
         llm = self.pool.stage_llm(self.cfg.relevance.scorer_model(), "relevance")  # this phase's own call counts
         scorer = RelevanceScorer(self.cfg.relevance, llm, layout=self.gate.layout)
         step = RelevanceGate(scorer, self.threshold, self.gate_decides, phase)
+        shard_size = self.cfg.effective_shard_size()
         key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
-                          phase, self.cfg.effective_shard_size())
+                          phase, shard_size)
         folder, st = run_sharded(f"relevance-{phase}", key, records, len(records),  # type: ignore[arg-type]
-                                 step, self.cfg.relevance.batch_size, self.cfg, self.work,
-                                 self.cfg.effective_shard_size())
+                                 step, self.cfg.relevance.batch_size, self.cfg, self.work, shard_size)
         kept, rej, n_rej = Stream.of_shards(folder)
         stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, n_rej, llm)
         return kept, rej, folder.name
@@ -681,9 +679,15 @@ class _StageLLM(LLM):
             return given.max_batch
         backend = self._cfg.resolved_backend()
         if backend == "openai":
+            from xinstruct.llm.openai_compat import resolve_max_in_flight
+
             o = self._cfg.options
-            return int(o.get("concurrency") or o.get("max_in_flight") or 256)
-        return 4096 if backend == "vllm" else None
+            return resolve_max_in_flight(o.get("max_in_flight"), o.get("concurrency"))
+        if backend == "vllm":
+            from xinstruct.llm.vllm import VLLMLLM
+
+            return VLLMLLM.max_batch
+        return None
 
     def _get(self) -> CachedLLM:
         with self._lock:

@@ -41,6 +41,15 @@ from xinstruct.llm.hf import split_pair
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 256  # requests open at once by default
+
+
+def resolve_max_in_flight(max_in_flight: int | None, concurrency: int | None = None) -> int:
+    """The in-flight limit from the settings: `concurrency` (its old name) wins where given."""
+    value = concurrency if concurrency is not None else max_in_flight
+    return max(1, int(value if value is not None else MAX_IN_FLIGHT))
+
+
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 T = TypeVar("T")
 
@@ -55,7 +64,7 @@ class OpenAICompatLLM(LLM):
         model: str,
         *,
         api_key: str | None = None,
-        max_in_flight: int = 256,
+        max_in_flight: int = MAX_IN_FLIGHT,
         concurrency: int | None = None,  # the old name of max_in_flight; wins where given
         timeout: float = 120.0,
         max_retries: int = 5,
@@ -70,7 +79,7 @@ class OpenAICompatLLM(LLM):
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self.model_id = model
-        self.max_in_flight = max(1, max_in_flight if concurrency is None else concurrency)
+        self.max_in_flight = resolve_max_in_flight(max_in_flight, concurrency)
         self.max_batch = self.max_in_flight  # fewer requests per call leave the server part idle
         self.max_retries = max_retries
         self.backoff = backoff
