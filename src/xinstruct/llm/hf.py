@@ -17,6 +17,7 @@ from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, cut_at_stop, json_prefix
 from xinstruct.llm.embedded import cache_dir
+from xinstruct.llm.hf_decode import forward
 from xinstruct.records import stable_hash
 
 
@@ -277,16 +278,6 @@ class TransformersLLM(LLM):
                 part = [rows[k] for k in batch]
                 yield from zip(part, self._score_suffixes(part, layers), strict=True)
 
-    def _forward(self, model: Any, **kw: Any) -> Any:
-        """`model` on `kw` with a KV cache under the name this transformers version takes (`cache` since
-        5.2x, `past_key_values` before); returns the output and its cache."""
-        import inspect
-
-        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        out = model(**{(name if k == "cache" else k): v for k, v in kw.items()}, use_cache=True)
-        cache = getattr(out, "cache", None)
-        return out, cache if cache is not None else out.past_key_values
-
     def _prefix_store(self, prefixes: list[tuple[int, ...]]) -> tuple[list[tuple[Any, Any]], dict[Any, int]] | None:
         """Run each prefix once, in right-padded batches through the model body (no logits). Returns, per
         layer, keys and values of all batches flattened to [slot, head, dim], and each prefix's first slot;
@@ -306,7 +297,7 @@ class TransformersLLM(LLM):
                 ids[r, : len(prefixes[k])] = torch.tensor(prefixes[k], dtype=torch.long)
                 offsets[prefixes[k]] = slots + r * width
             slots += len(batch) * width
-            _, cache = self._forward(self.model.base_model, input_ids=ids.to(self.device))
+            _, cache = forward(self.model.base_model, None, input_ids=ids.to(self.device))
             kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in cache.layers]
             if any(not torch.is_tensor(k) or k.dim() != 4 or k.shape[2] != width for k, _ in kv):
                 return None
@@ -344,7 +335,7 @@ class TransformersLLM(LLM):
             positions = torch.tensor([len(r.prefix) for r in rows])[:, None] + torch.arange(width)
             kw.update(attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
                       cache=DynamicCache(kv, config=self.model.config))
-        logits = self._forward(self.model, **kw)[0].logits
+        logits = forward(self.model, kw.pop("cache", None), **kw)[0].logits
         # [scored positions, vocabulary]; log_softmax as lm-eval (logsumexp rounds differently, by ~3e-5)
         logp = torch.log_softmax(logits[scored.to(logits.device)].float(), dim=-1)
         target = torch.tensor([t for r in rows for t in r.targets], device=logp.device)

@@ -16,6 +16,7 @@ sampled answer does not depend on which other requests shared its batch.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,6 +42,19 @@ def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
             k += 1
         n = k
     return n
+
+
+def forward(model: Any, cache: Any, **kw: Any) -> tuple[Any, Any]:
+    """`model(**kw)` on new tokens after `cache` (None: none), the cache passed and read back under the name this
+    transformers version uses (`cache` since 5.2x, `past_key_values` before); returns the output and its cache."""
+    out = model(**kw, **{_cache_argument(type(model)): cache}, use_cache=True)
+    new = getattr(out, "cache", None)
+    return out, new if new is not None else out.past_key_values
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _preallocate(cache: Any, capacity: int) -> Any:
@@ -128,8 +142,6 @@ class PrefixDecoder:
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos |= set([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
-        # transformers 5.2x renamed `past_key_values` (argument and output) to `cache`
-        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.prompt_tokens_evaluated = 0  # prompt positions run through the model (after prefix reuse)
         self.prompt_tokens_total = 0  # prompt tokens of all requests
 
@@ -284,10 +296,7 @@ class PrefixDecoder:
 
     def _forward(self, *, cache: Any, logits: bool = False, **kw: Any) -> Any:
         """Run the model on new tokens after `cache`; returns the new cache (and the last position's logits)."""
-        out = self.model(**kw, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
-        new = getattr(out, "cache", None)
-        if new is None:
-            new = out.past_key_values
+        out, new = forward(self.model, cache, **kw, logits_to_keep=1)
         return (out.logits, new) if logits else new
 
     def _hit_stop(self, ids: list[int], stop: Sequence[str]) -> bool:
