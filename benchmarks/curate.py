@@ -31,12 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generate import print_table  # benchmarks/generate.py, beside this script
+import generate  # benchmarks/generate.py, beside this script
+from generate import print_table
 from xinstruct.config import CurateConfig
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
-from xinstruct.llm import LLM, ChatRequest, Generation, Message, ModelConfig, load_llm
+from xinstruct.llm import LLM, ChatRequest, Message, ModelConfig, load_llm
 from xinstruct.llm.hf_decode import common_prefix_len
 from xinstruct.pipeline import run_pipeline, sample_corpus
 from xinstruct.records import Record
@@ -48,26 +49,12 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class Recording(LLM):
-    """Passes requests through to an engine, keeping what was sent and returned."""
+class Recording(generate.Recording):
+    """benchmarks/generate.py's recorder, left open when the run's model pool closes: the same engine serves
+    the rotated-shot run, the random-shot run and the prompt count after them."""
 
-    def __init__(self, inner: LLM):
-        self.inner, self.backend, self.model_id = inner, inner.backend, inner.model_id
-        self.sent: list[ChatRequest] = []
-        self.generations: list[Generation] = []
-
-    @property
-    def context_window(self) -> int | None:  # type: ignore[override]
-        return self.inner.context_window
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
-        return self.inner.count_prompt_tokens(messages)
-
-    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        gens = self.inner.generate(requests)
-        self.sent += requests
-        self.generations += gens
-        return gens
+    def close(self) -> None:
+        pass
 
 
 def records_of(corpus: Path, limit: int | None) -> list[Record]:
