@@ -1,12 +1,12 @@
 """Batched decoding for `transformers` models that computes a shared prompt prefix once.
 
 Prompts built for prefix reuse (system prompt and few-shot examples first, the document last) share
-most of their tokens. `PrefixDecoder` sorts a call's prompts by their tokens, so prompts that share a
-prefix sit side by side, and cuts them into batches. For each batch it runs the longest common prefix
-once (or takes it from a small LRU cache of recent prefixes, so the next batch or the next call with the
-same shots pays nothing), repeats its KV cache over the batch, feeds only the differing suffixes
-(left-padded, with the padding masked out in the middle of the sequence and positions counted past it),
-and decodes all rows together, dropping finished rows from the batch as it goes.
+most of their tokens. `PrefixDecoder` finds the shared prefixes among a call's prompts sorted by their
+tokens, then cuts batches from the prompts sorted by length (so the rows of a batch pad their keys and
+values, read at every decoding step, little). In a batch, the rows of one prefix take its KV cache from a
+small LRU of recent prefixes (computed once), repeat it, and run their suffixes after it in passes of
+similar lengths, right-padded (no padding between a prefix and its suffix); each row's keys and values
+are then laid right-aligned into one cache, and all rows decode together, finished rows dropping out.
 
 Greedy decoding picks the same tokens as running each prompt alone, up to float rounding in the batched
 matrix products. Sampling draws each row from its own generator seeded by its request's seed, so a
@@ -132,9 +132,10 @@ class PrefixDecoder:
     """Decodes batches of token-id prompts on one causal LM, reusing shared prefixes' KV caches."""
 
     def __init__(self, model: Any, tokenizer: Any, device: str, *, batch_size: int = 16, min_prefix: int = 32,
-                 cached_prefixes: int = 4):
+                 cached_prefixes: int = 32, prefill_tokens: int = 8192):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.batch_size, self.min_prefix = max(1, batch_size), min_prefix
+        self.prefill_tokens = prefill_tokens
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._max_prefixes = cached_prefixes
         eos = tokenizer.eos_token_id
@@ -148,9 +149,15 @@ class PrefixDecoder:
     def decode(self, prompts: Sequence[Sequence[int]], *, max_tokens: int, temperature: float = 0.0,
                top_p: float = 1.0, seeds: Sequence[int] | None = None, stop: Sequence[str] = ()) -> list[Decoded]:
         """One `Decoded` per prompt, in order."""
-        order = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
+        # Shared prefixes are found among the prompts sorted by their tokens; batches are then cut from the
+        # prompts sorted by length, so a batch's rows pad their keys and values (read at every step) little.
+        # Rows of one prefix in a batch run their suffixes together after it; the LRU holds prefixes across batches.
+        by_tokens = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
+        found = self.prefix_lengths([list(prompts[i]) for i in by_tokens])
+        plen = dict(zip(by_tokens, found, strict=True))
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), list(prompts[i]), i))
         rows = [list(prompts[i]) for i in order]
-        plens = self.prefix_lengths(rows)
+        plens = [plen[i] for i in order]
         out: list[Decoded | None] = [None] * len(prompts)
         for s in range(0, len(order), self.batch_size):
             part = slice(s, s + self.batch_size)
@@ -204,32 +211,79 @@ class PrefixDecoder:
             self._prefixes.popitem(last=False)
         return out
 
-    def _batch_cache(self, rows: list[list[int]], plens: list[int]) -> tuple[Any, int]:
-        """A KV cache for the batch holding each row's prefix, right-aligned to the longest (the gap masked)."""
+    def _prefill(self, prefix: list[int], suffixes: list[list[int]]) -> list[list[tuple[Any, Any]]]:
+        """Keys and values of `prefix + suffix` for each suffix, per layer (views of shape (1, heads, tokens, dim)):
+        the prefix from the LRU, the suffixes in one pass after it, right-padded (real tokens never attend to
+        the padding after them, and its positions are dropped)."""
+        import torch
 
-        pmax = max(plens)
-        if pmax == 0:
+        base = self._prefix_cache(prefix) if prefix else None
+        p, width = len(prefix), max(map(len, suffixes))
+        if width == 0:
+            return [[(k[:1, :, :p], v[:1, :, :p]) for k, v in _layers(base)] for _ in suffixes]
+        cache = copy.deepcopy(base) if base is not None else None
+        if cache is not None and len(suffixes) > 1:
+            cache.batch_repeat_interleave(len(suffixes))
+        ids = torch.full((len(suffixes), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for j, suf in enumerate(suffixes):
+            ids[j, : len(suf)] = torch.tensor(suf, dtype=torch.long)
+            mask[j, p : p + len(suf)] = 1
+        pos = torch.arange(p, p + width).expand(len(suffixes), width)
+        with torch.inference_mode():
+            cache = self._forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  position_ids=pos.to(self.device), cache=cache)
+        self.prompt_tokens_evaluated += sum(map(len, suffixes))
+        layers = _layers(cache)
+        return [[(k[j : j + 1, :, : p + len(suf)], v[j : j + 1, :, : p + len(suf)]) for k, v in layers]
+                for j, suf in enumerate(suffixes)]
+
+    def _chunks(self, lengths: dict[int, int]) -> list[list[int]]:
+        """Rows (keys of `lengths`: row -> suffix tokens) cut into prefill passes of similar lengths: a pass
+        holds at most `prefill_tokens` padded tokens (or one row) and pads at most a fifth of them."""
+        order = sorted(lengths, key=lambda r: lengths[r])
+        out: list[list[int]] = []
+        for r in order:
+            cur = out[-1] if out else None
+            if cur is not None:
+                padded = (len(cur) + 1) * lengths[r]
+                if padded <= self.prefill_tokens and padded <= 1.25 * (sum(lengths[x] for x in cur) + lengths[r]) + 8:
+                    cur.append(r)
+                    continue
+            out.append([r])
+        return out
+
+    def _batch_cache(self, rows: list[list[int]], plens: list[int]) -> tuple[Any, int]:
+        """A KV cache for the batch holding every prompt token but the last of each row, right-aligned to the
+        longest (the gap on the left masked), and its width. Rows that share a prefix run their suffixes in
+        passes of similar lengths after it (no padding between a prefix and its suffix)."""
+        heads = [len(r) - 1 for r in rows]
+        width = max(heads)
+        if width == 0:
             return None, 0
-        if len(set(plens)) == 1 and len({tuple(r[: plens[0]]) for r in rows}) == 1:  # one prefix for all
-            cache = copy.deepcopy(self._prefix_cache(rows[0][:pmax]))
-            if len(rows) > 1:
-                cache.batch_repeat_interleave(len(rows))
-            return cache, pmax
-        parts = [_layers(self._prefix_cache(r[:p])) if p else None for r, p in zip(rows, plens, strict=True)]
-        like = next(x for x in parts if x is not None)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for r, (row, p) in enumerate(zip(rows, plens, strict=True)):
+            if heads[r]:
+                groups.setdefault(tuple(row[:p]), []).append(r)
+        kv: dict[int, list[tuple[Any, Any]]] = {}
+        for prefix, members in groups.items():
+            for chunk in self._chunks({r: heads[r] - len(prefix) for r in members}):
+                got = self._prefill(list(prefix), [rows[r][len(prefix) : -1] for r in chunk])
+                kv.update(zip(chunk, got, strict=True))
         from transformers import DynamicCache
 
+        like = next(iter(kv.values()))
         cache = DynamicCache()
         for layer, (k0, v0) in enumerate(like):
-            shape = (len(rows), k0.shape[1], pmax, k0.shape[3])
-            keys, values = k0.new_zeros(shape), v0.new_zeros((*shape[:3], v0.shape[3]))
-            for r, kv in enumerate(parts):
-                if kv is not None:
-                    k, v = kv[layer]
-                    keys[r, :, pmax - k.shape[2] :] = k[0]
-                    values[r, :, pmax - v.shape[2] :] = v[0]
+            keys = k0.new_zeros((len(rows), k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((len(rows), v0.shape[1], width, v0.shape[3]))
+            for r, layers in kv.items():
+                k, v = layers[layer]
+                keys[r, :, width - k.shape[2] :] = k[0]
+                values[r, :, width - v.shape[2] :] = v[0]
             cache.update(keys, values, layer)
-        return cache, pmax
+        return cache, width
 
     # -- one batch -------------------------------------------------------------------------------------------
 
@@ -239,18 +293,16 @@ class PrefixDecoder:
 
         n = len(rows)
         self.prompt_tokens_total += sum(map(len, rows))
-        cache, pmax = self._batch_cache(rows, plens)
-        suffixes = [r[p:] for r, p in zip(rows, plens, strict=True)]
-        width = max(map(len, suffixes))
-        ids = torch.full((n, width), self.pad, dtype=torch.long)
-        mask = torch.zeros((n, pmax + width), dtype=torch.long)
-        pos = torch.zeros((n, width), dtype=torch.long)
-        for r, (suf, p) in enumerate(zip(suffixes, plens, strict=True)):
-            ids[r, width - len(suf) :] = torch.tensor(suf, dtype=torch.long)
-            mask[r, pmax - p : pmax] = 1  # the row's prefix, right-aligned before the suffixes
-            mask[r, pmax + width - len(suf) :] = 1
-            pos[r, width - len(suf) :] = torch.arange(p, p + len(suf))
-        self.prompt_tokens_evaluated += sum(map(len, suffixes))
+        cache, width = self._batch_cache(rows, plens)
+        # The first step feeds each row's last prompt token after the cache of the others.
+        ids = torch.tensor([[r[-1]] for r in rows], dtype=torch.long)
+        mask = torch.zeros((n, width + 1), dtype=torch.long)
+        for r, row in enumerate(rows):
+            mask[r, width - (len(row) - 1) :] = 1
+        pos = torch.tensor([[len(r) - 1] for r in rows], dtype=torch.long)
+        self.prompt_tokens_evaluated += n
+        if cache is not None:
+            cache = _preallocate(cache, width + 1 + max_tokens)
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if temperature > 0 else None
         new: list[list[int]] = [[] for _ in range(n)]
         finish = ["length"] * n
@@ -260,8 +312,8 @@ class PrefixDecoder:
             for step in range(max_tokens):
                 logits, cache = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                                               logits=True)
-                if step == 0:  # from here on each new token is written in place
-                    cache = _preallocate(cache, pmax + width + max_tokens)
+                if step == 0 and width == 0:  # no prompt cache to preallocate before: from here on, in place
+                    cache = _preallocate(cache, 1 + max_tokens)
                 logits = logits[:, -1, :].float()
                 chosen = self._choose(logits, temperature, top_p, [gens[r] for r in live] if gens else None)
                 keep = []
