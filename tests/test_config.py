@@ -38,6 +38,25 @@ def test_backend_resolution():
         ModelConfig(backend="tgi").resolved_backend()
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_batch_stages_take_transformers_where_it_decodes_batches_faster(monkeypatch, fast):
+    from xinstruct.config import SHARD_SIZES, CurateConfig
+    from xinstruct.llm import ModelConfig
+    from xinstruct.llm import hf
+
+    monkeypatch.setattr(hf, "batches_faster_than_llamacpp", lambda: fast)
+    want = "transformers" if fast else "llama.cpp"
+    assert ModelConfig().for_batches().resolved_backend() == want
+    assert ModelConfig(model="/m/a.gguf").for_batches().resolved_backend() == want
+    assert CurateConfig().effective_shard_size() == SHARD_SIZES[want]
+    # An explicit backend, llama.cpp settings, a server or the scoring model stay as they are.
+    assert ModelConfig(backend="llama.cpp").for_batches().resolved_backend() == "llama.cpp"
+    assert ModelConfig(options={"n_threads": 2}).for_batches().resolved_backend() == "llama.cpp"
+    assert ModelConfig(model="q", base_url="http://127.0.0.1:1/v1").for_batches().resolved_backend() == "openai"
+    assert ModelConfig(model="embedded-scorer").for_batches().resolved_backend() == "llama.cpp"
+    assert ModelConfig(options={"dtype": "float32"}).for_batches().options == {"dtype": "float32"}
+
+
 def test_command_defaults_sit_under_the_file_and_the_flags(tmp_path):
     from xinstruct.config import load_config
     from xinstruct.train.sft import TrainConfig

@@ -56,7 +56,7 @@ class CurateConfig:
     def effective_shard_size(self) -> int:
         if self.shard_size is not None:
             return self.shard_size
-        return SHARD_SIZES.get(self.generate.model.resolved_backend(), 32)
+        return SHARD_SIZES.get(self.generate.model.for_batches().resolved_backend(), 32)
 
     def target_langs(self) -> set[str] | None:
         if self.lang.strip().lower() in ("all", "*", ""):

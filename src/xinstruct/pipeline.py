@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -298,9 +298,10 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
                                      "folder": str(prep.relative_to(out)), "rejected": prep_counts["chunks_rejected"]
                                      + prep_counts["documents_rejected"]}
             rejects.append(lambda: (Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")))
-            gen_llm = pool.stage_llm(cfg.generate.model, "generate")
-            gen = InstructionGenerator(cfg.generate, llm=gen_llm)
-            key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(cfg.generate), gen.template.id,
+            gen_cfg = replace(cfg.generate, model=cfg.generate.model.for_batches())  # the engine in the shard key
+            gen_llm = pool.stage_llm(gen_cfg.model, "generate")
+            gen = InstructionGenerator(gen_cfg, llm=gen_llm)
+            key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(gen_cfg), gen.template.id,
                               gen.seeds_fingerprint(), shard_size)
             folder, st = run_sharded("generate", key, gen.rotation(read_records(prep / "records.jsonl")),
                                      prep_counts["records"], gen, cfg.generate.batch_size, cfg, work, shard_size)

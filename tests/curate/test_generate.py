@@ -1,4 +1,5 @@
-"""The generation stage with the embedded model through llama.cpp: prompts, parsing, provenance."""
+"""The generation stage with the embedded model (through the engine the stage picks on this machine:
+transformers where the CPU computes bf16 natively, else llama.cpp): prompts, parsing, provenance."""
 
 import pytest
 
@@ -88,7 +89,16 @@ def test_rotated_shot_sets_share_the_prefix_in_turns():
     assert {r.id: r.meta["shot_set"] for r in gen.rotation([_rec(r.lang, id=r.id) for r in recs])} == sets
 
 
-def test_real_model_writes_instructions_with_provenance(llm):
+@pytest.fixture(scope="module")
+def stage_llm():
+    from xinstruct.llm import ModelConfig, load_llm
+
+    with load_llm(ModelConfig().for_batches()) as m:
+        yield m
+
+
+def test_real_model_writes_instructions_with_provenance(stage_llm):
+    llm = stage_llm
     gen = InstructionGenerator(GenerateConfig(rotate_every=1), llm=llm)
     # each text under each of the four shot sets: SmolLM2-135M copies a shot or answers in the text's language
     # under some sets (which is what the rejects are for)
@@ -99,7 +109,7 @@ def test_real_model_writes_instructions_with_provenance(llm):
     for rec in kept:
         assert rec.instruction and rec.response == DOCS[rec.lang]
         prov = rec.provenance["instruction"]
-        assert prov.backend == "llama.cpp" and prov.model.startswith("SmolLM2-135M-Instruct")
+        assert prov.backend == llm.backend and prov.model.startswith("SmolLM2-135M-Instruct")
         assert prov.prompt == "generate_instruction" and prov.prompt_version == "1"
         assert prov.params["temperature"] == 0.0 and prov.params["num_shots"] == 2
         assert prov.params["shot_set"] == int(rec.id.split("-")[1]) and "shot_set" not in rec.meta

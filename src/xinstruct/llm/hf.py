@@ -32,6 +32,18 @@ def cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+def batches_faster_than_llamacpp() -> bool:
+    """Whether batched decoding here beats llama.cpp: on a GPU, or on a CPU with native bf16 (see
+    `ModelConfig.for_batches`)."""
+    if cpu_has_bf16():
+        return True
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
