@@ -9,7 +9,8 @@ from xinstruct.curate.diversify import DiversifyConfig, near_duplicates, sample
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.parsers import ParseError
 from xinstruct.curate.seeds import load_seeds
-from xinstruct.curate.similarity import NEAR_COPY_THRESHOLD, InstructionIndex, near_duplicate_pairs
+from xinstruct.curate.similarity import (FRAME_COPY_SHARE, NEAR_COPY_THRESHOLD, InstructionIndex, frame_share,
+                                         near_duplicate_pairs)
 from xinstruct.records import Record
 
 CAPPADOCIA = "What should I do in a two-day visit to Cappadocia?"
@@ -49,6 +50,24 @@ def test_generator_rejects_a_near_copy_of_a_seed():
     assert gen.check_copy(own) == own
     exact_only = InstructionGenerator(GenerateConfig(near_copy_threshold=1.01), llm=object())
     assert exact_only.check_copy(CAPPADOCIA) == CAPPADOCIA
+
+
+def test_a_seed_frame_around_another_name_is_a_copy_and_distinct_seeds_share_no_frame():
+    """The embedded model's copy that the weighted similarity misses (0.55): the Cappadocia seed's frame
+    around another place. No two distinct seeds share a frame at the threshold."""
+    seeds = [s.instruction for s in load_seeds()]
+    shares = [frame_share(a, b)[0] for a, b in itertools.permutations(seeds, 2)]
+    print(f"distinct seeds: max frame share {max(shares):.2f}")
+    assert max(shares) < FRAME_COPY_SHARE
+    frame = "What should I see and do during a two-day visit to the ancient city of Göbekli Tepe?"
+    assert InstructionIndex(seeds).nearest(frame)[0] < NEAR_COPY_THRESHOLD  # the weighted measure misses it
+    gen = InstructionGenerator(GenerateConfig(), llm=object())
+    res = gen.check_copy(frame)
+    assert isinstance(res, ParseError) and res.reason == "copies_seed" and "its frame" in res.detail
+    assert "two-day visit to Cappadocia" in res.detail
+    short = "Give me a recipe for mandazi."  # a seed's opening words, not its frame
+    assert gen.check_copy(short) == short
+    assert InstructionGenerator(GenerateConfig(frame_copy_share=1.01), llm=object()).check_copy(frame) == frame
 
 
 def test_near_duplicate_pairs_finds_the_planted_pair_only():

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
-from xinstruct.curate.similarity import NEAR_COPY_THRESHOLD, InstructionIndex
+from xinstruct.curate.similarity import (FRAME_COPY_SHARE, FRAME_MIN_WORDS, NEAR_COPY_THRESHOLD,
+                                         InstructionIndex, frame_share, word_list)
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
 from xinstruct.llm.cache import as_ready
@@ -58,6 +59,9 @@ class GenerateConfig:
     # An instruction this similar to a seed instruction (IDF-weighted word Jaccard, see curate/similarity.py)
     # is a copy of the seed, not the text's own instruction: rejected as copies_seed. 1.0: exact copies only.
     near_copy_threshold: float = NEAR_COPY_THRESHOLD
+    # An instruction that repeats this share of a seed instruction's words in one run (at least 6 words) is
+    # the seed's frame around another name: rejected as copies_seed too. Above 1.0: off.
+    frame_copy_share: float = FRAME_COPY_SHARE
 
 
 def is_backward_model(mc: ModelConfig) -> bool:
@@ -98,6 +102,7 @@ class InstructionGenerator:
             self._by_lang.setdefault(s.lang, []).append(s)
         self._seed_instructions = {_norm(s.instruction) for s in self.seeds}
         self._seed_index = InstructionIndex([s.instruction for s in self.seeds])
+        self._seed_words = [word_list(s.instruction) for s in self.seeds]
         self._llm = llm
         self.params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                        seed=cfg.seed)
@@ -229,6 +234,13 @@ class InstructionGenerator:
         if i is not None and sim >= self.cfg.near_copy_threshold:
             return ParseError("copies_seed", f"the instruction {instruction!r} is a near copy of the seed instruction "
                               f"{self.seeds[i].instruction!r} (similarity {sim:.2f} >= {self.cfg.near_copy_threshold})")
+        own = word_list(instruction)
+        for seed, ws in zip(self.seeds, self._seed_words, strict=True):
+            share, run = frame_share(own, ws)
+            if run >= FRAME_MIN_WORDS and share >= self.cfg.frame_copy_share:
+                return ParseError("copies_seed", f"the instruction {instruction!r} repeats {run} of the {len(ws)} "
+                                  f"words of the seed instruction {seed.instruction!r} in one run: its frame "
+                                  f"(share {share:.2f} >= {self.cfg.frame_copy_share})")
         return instruction
 
     def provenance(self, req: ChatRequest, raw: str, shot_set: int | None = None) -> Provenance:

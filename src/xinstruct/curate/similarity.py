@@ -16,10 +16,18 @@ from __future__ import annotations
 
 import math
 import re
+from difflib import SequenceMatcher
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 NEAR_COPY_THRESHOLD = 0.6
+# A seed's frame with another name in it ("What should I see and do during a two-day visit to Göbekli Tepe?"
+# from "... to Cappadocia?") shares few rare words with the seed, so its weighted similarity stays low (0.55),
+# but it repeats the seed's words in one run: 11 of its 12. Distinct packaged seeds share at most half of the
+# shorter one's words in a run ("Give me a recipe for ...", "Write a short story about a ..."). An instruction
+# that repeats at least this share of a seed's words, and `FRAME_MIN_WORDS` of them, in one run copies its frame.
+FRAME_COPY_SHARE = 0.7
+FRAME_MIN_WORDS = 6
 _WORD = re.compile(r"\w+(?:[-']\w+)*")
 # Lookups first rank the candidates by a cheap form of the similarity (the union's weight as the sum of the two
 # sets' weights minus the common part's), which differs from the exact sum by rounding alone (relative error
@@ -115,3 +123,17 @@ def near_duplicate_pairs(instructions: Sequence[str], threshold: float = NEAR_CO
             if sim >= threshold:
                 out.append((i, j, round(sim, 4)))
     return out
+
+
+def word_list(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def frame_share(text: str | list[str], seed: str | list[str]) -> tuple[float, int]:
+    """(share of `seed`'s words that `text` repeats in one contiguous run, the run's length in words)."""
+    a = word_list(text) if isinstance(text, str) else text
+    b = word_list(seed) if isinstance(seed, str) else seed
+    if not a or not b:
+        return 0.0, 0
+    m = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    return m.size / len(b), m.size
