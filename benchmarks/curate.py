@@ -8,7 +8,8 @@ embedded SmolLM2-135M-Instruct, greedy), three ways to write their instructions:
                     `model.generate` on left-padded batches sorted by length, or llama.cpp's
                     `create_chat_completion` in (a)'s order (its KV cache reuses shared prefixes);
   (c) seeds' way    one `transformers.generate` call per example, as X-Instruction's inference.py runs it,
-                    in fp32 and bf16: both on the first --probe-docs prompts, then the faster on all of them.
+                    in fp32 and bf16: both on --probe-docs prompts spread over the prompt lengths, then the
+                    faster on all of them.
 Model loads and a warm-up are excluded. It also counts the prompt tokens each document costs the engine
 after prefix reuse, today's (random shots: llama.cpp reuses only the system prompt) against xinstruct's
 (rotated shot sets), and, unless --no-copies, the rate of `copies_seed` rejects with rotated and random shots.
@@ -158,13 +159,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--docs", type=int, default=None, help="read only the first N documents")
     ap.add_argument("--engine", default=None, help="transformers | llama.cpp (default: the generation default)")
     ap.add_argument("--max-tokens", type=int, default=GenerateConfig().max_tokens)
-    ap.add_argument("--probe-docs", type=int, default=4, help="prompts on which (c) compares fp32 and bf16")
+    ap.add_argument("--probe-docs", type=int, default=4,
+                    help="prompts (spread over the lengths) on which (c) compares fp32 and bf16")
     ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: each engine's)")
     ap.add_argument("--no-copies", action="store_true", help="skip the random-shot run (copies_seed rates)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
-    engine = args.engine or GenerateConfig().model.resolved_backend()
+    engine = args.engine or GenerateConfig().model.for_batches().resolved_backend()
     mc = ModelConfig(backend=engine)
     if args.threads:
         import torch
@@ -192,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.no_copies:
             rand = run_xinstruct(args, llm, "random", Path(tmp) / "random")
             log(f"xinstruct with random shots: {rand['wall_s']:.1f} s")
+    engine_dtype = str(getattr(getattr(llm, "model", None), "dtype", "float32")).removeprefix("torch.")
     llm.close()
 
     model, tok = hf_model("float32")
@@ -206,8 +209,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     today = chain_tokens(tok, old_texts)
     total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
-    if engine == "transformers":
-        b_wall, b_texts = raw_hf(model, tok, requests, getattr(llm, "batch_size", 16))
+    if engine == "transformers":  # in the dtype xinstruct's engine ran
+        raw_model = model if engine_dtype == "float32" else hf_model(engine_dtype)[0]
+        b_wall, b_texts = raw_hf(raw_model, tok, requests, getattr(llm, "batch_size", 16))
+        del raw_model
     else:
         from llama_cpp import Llama
 
@@ -221,7 +226,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         b_wall, b_texts = raw_llamacpp(raw, requests)
     log(f"(b) raw {engine}: {b_wall:.1f} s")
 
-    probe = requests[: args.probe_docs]
+    # The probe spans the prompt lengths (short prompts favour fp32, whose single-row decoding steps cost less;
+    # long ones bf16, whose prompt evaluation is faster where the CPU has AVX512-BF16/AMX).
+    by_len = sorted(range(n_req := len(requests)), key=lambda i: len(texts[i]))
+    probe = [requests[by_len[round(j * (n_req - 1) / max(1, args.probe_docs - 1))]]
+             for j in range(min(args.probe_docs, n_req))]
     probes = {"float32": per_example(model, tok, probe)[0]}
     bf16, _ = hf_model("bfloat16")
     probes["bfloat16"] = per_example(bf16, tok, probe)[0]
