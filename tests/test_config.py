@@ -41,8 +41,7 @@ def test_backend_resolution():
 @pytest.mark.parametrize("fast", [True, False])
 def test_batch_stages_take_transformers_where_it_decodes_batches_faster(monkeypatch, fast):
     from xinstruct.config import SHARD_SIZES, CurateConfig
-    from xinstruct.llm import ModelConfig
-    from xinstruct.llm import hf
+    from xinstruct.llm import ModelConfig, hf
 
     monkeypatch.setattr(hf, "batches_faster_than_llamacpp", lambda: fast)
     want = "transformers" if fast else "llama.cpp"

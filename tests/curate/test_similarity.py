@@ -9,8 +9,13 @@ from xinstruct.curate.diversify import DiversifyConfig, near_duplicates, sample
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.parsers import ParseError
 from xinstruct.curate.seeds import load_seeds
-from xinstruct.curate.similarity import (FRAME_COPY_SHARE, NEAR_COPY_THRESHOLD, InstructionIndex, frame_share,
-                                         near_duplicate_pairs)
+from xinstruct.curate.similarity import (
+    FRAME_COPY_SHARE,
+    NEAR_COPY_THRESHOLD,
+    InstructionIndex,
+    frame_share,
+    near_duplicate_pairs,
+)
 from xinstruct.records import Record
 
 CAPPADOCIA = "What should I do in a two-day visit to Cappadocia?"

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 
 from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
-from xinstruct.curate.similarity import (FRAME_COPY_SHARE, FRAME_MIN_WORDS, NEAR_COPY_THRESHOLD,
-                                         InstructionIndex, frame_share, word_list)
+from xinstruct.curate.similarity import (
+    FRAME_COPY_SHARE,
+    FRAME_MIN_WORDS,
+    NEAR_COPY_THRESHOLD,
+    InstructionIndex,
+    frame_share,
+    word_list,
+)
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
 from xinstruct.llm.cache import as_ready

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import re
-from difflib import SequenceMatcher
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from difflib import SequenceMatcher
 
 NEAR_COPY_THRESHOLD = 0.6
 # A seed's frame with another name in it ("What should I see and do during a two-day visit to Göbekli Tepe?"
