@@ -35,6 +35,10 @@ def test_parse_accepts_an_english_instruction():
     ("Explain " + "very " * 80 + "much.", "too_long"),
     ("Eleza jinsi ugali unavyopikwa na kuliwa pamoja na mboga za majani.", "not_english"),
     ("उगाली कैसे पकाया जाता है, समझाइए और बताइए कि इसे किसके साथ खाया जाता है।", "not_english"),
+    # the demo's kept pair once: the embedded model apologising under a Finnish soup text
+    ("I'm sorry for any confusion, but I'm unable to provide a recipe for Karelian pies.", "refusal"),
+    ("I cannot describe this text.", "refusal"),
+    ("As an AI, I would say: explain ugali.", "refusal"),
 ])
 def test_parse_rejects_with_reason(answer, reason):
     lang = "hi" if "उ" in answer else "sw"
@@ -42,6 +46,18 @@ def test_parse_rejects_with_reason(answer, reason):
     assert isinstance(result, ParseError)
     assert result.reason == reason
     assert result.detail  # a message a person can act on
+
+
+def test_questions_in_the_first_person_are_not_refusals():
+    from xinstruct.curate.seeds import load_seeds
+
+    for inst in ("I can't sleep after drinking coffee in the evening; what should I change?",
+                 "I cannot decide between ugali and rice for dinner: compare them for me.",
+                 "Sorry seems to be the hardest word: explain how Swahili speakers apologise."):
+        assert parse_instruction(inst, text=SW_TEXT, lang="sw") == inst
+    reasons = [getattr(parse_instruction(x.instruction, text=x.response, lang=x.lang), "reason", None)
+               for x in load_seeds()]
+    assert "refusal" not in reasons
 
 
 def test_parse_rejects_an_answer_cut_by_the_token_limit():

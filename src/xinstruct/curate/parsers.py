@@ -72,6 +72,14 @@ def _copies(inst: str, text: str, share: float = 0.8, n: int = 5) -> bool:
     return hits / total > share
 
 
+# An answer that apologises or refuses speaks for the model, not for a user asking something: small models
+# write "I'm sorry, but I'm unable to provide a recipe for ..." when a text does not fit the shots' pattern.
+_REFUSAL = re.compile(
+    r"^(?:i'?m sorry|i am sorry|sorry,|i apologi[sz]e|as an ai\b"
+    r"|(?:i'?m|i am) (?:unable|not able) to|i (?:cannot|can'?t|could not|couldn'?t|won'?t) "
+    r"(?:provide|help|assist|answer|generate|create|write|fulfil|comply|describe|do that))", re.IGNORECASE)
+
+
 def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str | None = None,
                       min_words: int = 3, max_words: int = 60, max_chars: int = 400) -> str | ParseError:
     """An English instruction for native `text` (in `lang`), or why the answer is not one."""
@@ -82,6 +90,8 @@ def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str |
     inst = clean_instruction(answer)
     if not inst:
         return ParseError("empty_instruction", f"no instruction in the model's answer {answer[:120]!r}")
+    if _REFUSAL.match(inst.replace("\u2019", "'")):
+        return ParseError("refusal", f"the answer refuses or apologises instead of asking: {inst[:120]!r}")
     words = len(inst.split())
     if words < min_words:
         return ParseError("too_short", f"instruction has {words} words (< {min_words}): {inst!r}")
