@@ -111,3 +111,12 @@ def test_sampling_does_not_depend_on_the_batch(tiny_model_dir):
     alone = [llm.generate([r])[0].text for r in reqs]
     assert together == alone
     assert together[0] != together[2] or len(set(together)) > 1  # seeds matter
+
+
+def test_loading_a_model_prints_no_weight_loading_bar(tiny_model_dir, capsys):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    load_causal_lm(tiny_model_dir, dtype="float32", device="cpu")
+    assert "Loading weights" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the setting is restored for the caller

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +74,27 @@ def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: st
     if gguf_file:
         path = dequantized_gguf(path / gguf_file)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
+    with quiet_loading():
+        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
     lm.to(device).eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return lm, tok, device
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bars off while a model loads (a run's own bars stay readable);
+    the setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -112,7 +129,8 @@ def dequantized_gguf(gguf: Path) -> Path:
         return folder
     kw: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
+    with quiet_loading():
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
     config = AutoConfig.from_pretrained(gguf.parent, **kw)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
