@@ -111,6 +111,7 @@ def per_example(model: Any, tok: Any, requests: Sequence[ChatRequest]) -> tuple[
     for r in requests:
         enc = tok.apply_chat_template(list(r.messages), add_generation_prompt=True, return_tensors="pt",
                                       return_dict=True)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
         with torch.inference_mode():
             ids = model.generate(**enc, max_new_tokens=r.params.max_tokens, do_sample=False, temperature=None,
                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
