@@ -54,14 +54,13 @@ class ModelConfig:
         in transformers bf16 and 455 s in llama.cpp; on AVX2-only CPUs llama.cpp stays, bf16 being emulated."""
         if self.backend != "auto" or self.base_url or self.model == EMBEDDED_SCORER:
             return self
-        if self.resolved_backend() != "llama.cpp" or not set(self.options) <= TRANSFORMERS_OPTIONS:
+        if self.resolved_backend() != "llama.cpp":
             return self
-        from xinstruct.llm.hf import batches_faster_than_llamacpp
+        from xinstruct.llm.hf import batches_faster_than_llamacpp, transformers_options
 
-        return replace(self, backend="transformers") if batches_faster_than_llamacpp() else self
-
-
-TRANSFORMERS_OPTIONS = frozenset({"dtype", "device", "batch_size", "gguf_file"})  # TransformersLLM's settings
+        if not set(self.options) <= transformers_options() or not batches_faster_than_llamacpp():
+            return self
+        return replace(self, backend="transformers")
 
 
 def load_llm(cfg: ModelConfig) -> LLM:

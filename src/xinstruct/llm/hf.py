@@ -8,6 +8,8 @@ on CPUs that compute bf16 natively, fp32 on other CPUs (where bf16 is several ti
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -22,6 +24,7 @@ from xinstruct.llm.hf_decode import forward
 from xinstruct.records import stable_hash
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it torch emulates bf16 matrix
     products: measured on an AVX2-only AMD EPYC, a 576x1536 bf16 product ran at 16 GFLOP/s against 119 in fp32,
@@ -33,9 +36,10 @@ def cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+@functools.cache
 def batches_faster_than_llamacpp() -> bool:
     """Whether batched decoding here beats llama.cpp: on a GPU, or on a CPU with native bf16 (see
-    `ModelConfig.for_batches`)."""
+    `ModelConfig.for_batches`). Asked once per process."""
     if cpu_has_bf16():
         return True
     try:
@@ -43,6 +47,12 @@ def batches_faster_than_llamacpp() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+@functools.cache
+def transformers_options() -> frozenset[str]:
+    """The settings `TransformersLLM` takes (`ModelConfig.options` keys)."""
+    return frozenset(inspect.signature(TransformersLLM).parameters) - {"model"}
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:

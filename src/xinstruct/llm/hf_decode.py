@@ -152,11 +152,11 @@ class PrefixDecoder:
         # Shared prefixes are found among the prompts sorted by their tokens; batches are then cut from the
         # prompts sorted by length, so a batch's rows pad their keys and values (read at every step) little.
         # Rows of one prefix in a batch run their suffixes together after it; the LRU holds prefixes across batches.
-        by_tokens = sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
-        found = self.prefix_lengths([list(prompts[i]) for i in by_tokens])
-        plen = dict(zip(by_tokens, found, strict=True))
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), list(prompts[i]), i))
-        rows = [list(prompts[i]) for i in order]
+        lists = [list(p) for p in prompts]
+        by_tokens = sorted(range(len(lists)), key=lambda i: (lists[i], i))
+        plen = dict(zip(by_tokens, self.prefix_lengths([lists[i] for i in by_tokens]), strict=True))
+        order = sorted(range(len(lists)), key=lambda i: (len(lists[i]), lists[i], i))
+        rows = [lists[i] for i in order]
         plens = [plen[i] for i in order]
         out: list[Decoded | None] = [None] * len(prompts)
         for s in range(0, len(order), self.batch_size):
