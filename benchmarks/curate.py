@@ -34,13 +34,14 @@ from typing import Any
 
 import generate  # benchmarks/generate.py, beside this script
 from generate import print_table
-from xinstruct.config import CurateConfig
+from xinstruct.curate.config import CurateConfig
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
+from xinstruct.curate.job import run_pipeline
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
+from xinstruct.data import sample_corpus
 from xinstruct.llm import LLM, ChatRequest, Message, ModelConfig, load_llm
 from xinstruct.llm.hf_decode import common_prefix_len
-from xinstruct.pipeline import run_pipeline, sample_corpus
 from xinstruct.records import Record
 
 WARMUP: list[Message] = [{"role": "user", "content": "Say hello."}]

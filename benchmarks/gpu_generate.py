@@ -21,10 +21,10 @@ from pathlib import Path
 
 from curate import per_example, records_of  # benchmarks/curate.py, beside this script
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
+from xinstruct.data import sample_corpus
 from xinstruct.llm import ChatRequest
 from xinstruct.llm.embedded import smollm2_gguf
 from xinstruct.llm.hf import TransformersLLM
-from xinstruct.pipeline import sample_corpus
 from xinstruct.records import Record
 
 

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xinstruct.data import sample_corpus
 from xinstruct.io import read_jsonl
 from xinstruct.llm import LLM, ChatRequest, Generation
-from xinstruct.pipeline import sample_corpus
 
 
 class ScriptedLLM(LLM):
@@ -69,8 +69,8 @@ def make_corpus(path: Path, n: int) -> None:
 
 
 def child(corpus: Path, out: Path, trace: bool) -> None:
-    from xinstruct.config import CurateConfig
-    from xinstruct.pipeline import run_pipeline
+    from xinstruct.curate.config import CurateConfig
+    from xinstruct.curate.job import run_pipeline
 
     if trace:
         tracemalloc.start()

@@ -42,11 +42,12 @@ from typing import Any
 
 import httpx
 
-import xinstruct.pipeline
-from xinstruct.config import CurateConfig
+import xinstruct.curate.job
+from xinstruct.curate.config import CurateConfig
+from xinstruct.curate.job import run_pipeline
+from xinstruct.data import sample_corpus
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig, load_llm
 from xinstruct.llm.openai_compat import OpenAICompatLLM
-from xinstruct.pipeline import run_pipeline, sample_corpus
 
 ANSWER = "Write a short text about the topic."
 
@@ -183,7 +184,7 @@ def run_stage(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any
     llm = Timed(load_llm(cfg.generate.model))  # what the pipeline would load for cfg.generate.model
     server_stats(url, reset=True)
     cpu = {"generate": 0.0}
-    sharded = xinstruct.pipeline.run_sharded
+    sharded = xinstruct.curate.job.run_sharded
 
     def timed_sharded(name: str, *a: Any, **kw: Any) -> Any:  # the generation stage's CPU time, not prepare's
         t0 = time.process_time()
@@ -192,11 +193,11 @@ def run_stage(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any
         finally:
             cpu[name] = cpu.get(name, 0.0) + time.process_time() - t0
 
-    xinstruct.pipeline.run_sharded = timed_sharded  # type: ignore[assignment]
+    xinstruct.curate.job.run_sharded = timed_sharded  # type: ignore[assignment]
     try:
         manifest = run_pipeline(cfg, ["generate"], models={"generate": llm})
     finally:
-        xinstruct.pipeline.run_sharded = sharded  # type: ignore[assignment]
+        xinstruct.curate.job.run_sharded = sharded  # type: ignore[assignment]
     stats = server_stats(url)
     return {"calls": stats["served"], "seconds": manifest["stages"]["generate"]["seconds"], "calls_s": llm.seconds,
             "peak": stats["peak_open"], "cpu_s": cpu["generate"], "prepare_s": manifest["stages"]["prepare"]["seconds"],

@@ -2,7 +2,7 @@
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
 
 
 def test_recipe_and_overrides(tmp_path):
@@ -40,7 +40,8 @@ def test_backend_resolution():
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_batch_stages_take_transformers_where_it_decodes_batches_faster(monkeypatch, fast):
-    from xinstruct.config import SHARD_SIZES, CurateConfig
+    from xinstruct.curate.config import CurateConfig
+    from xinstruct.execution.shards import SHARD_SIZES
     from xinstruct.llm import ModelConfig, hf
 
     monkeypatch.setattr(hf, "batches_faster_than_llamacpp", lambda: fast)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
+from xinstruct.curate.job import run_curate
+from xinstruct.data import sample_corpus
 from xinstruct.io import read_jsonl
-from xinstruct.pipeline import run_curate, sample_corpus
 
 pytest.importorskip("llama_cpp")
 

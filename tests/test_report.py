@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
+from xinstruct.curate.job import run_pipeline
+from xinstruct.curate.report import language_table, score_distribution
 from xinstruct.io import read_jsonl, write_jsonl
-from xinstruct.pipeline import run_pipeline
 from xinstruct.records import Record
-from xinstruct.report import language_table, score_distribution
 
 pytest.importorskip("sentence_transformers")
 

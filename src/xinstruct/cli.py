@@ -103,8 +103,8 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from xinstruct.config import load_recipe
-    from xinstruct.pipeline import run_pipeline
+    from xinstruct.curate.config import load_recipe
+    from xinstruct.curate.job import run_pipeline
 
     a = vars(args)
     flags: dict[str, object] = {"input": a.get("input"), "lang": a.get("lang"), "out": a.get("out"),
@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"({c['unsampled']} not sampled); rejects: {sum(m['rejects_by_reason'].values())}; "
           f"LLM calls: {sum(x['generated'] for x in calls)} new, {sum(x['cache_hits'] for x in calls)} cached")
     if m.get("selection"):
-        from xinstruct.report import selection_line
+        from xinstruct.curate.report import selection_line
 
         print(selection_line(m["selection"]))
     out = Path(cfg.out)
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from xinstruct.report import write_report
+    from xinstruct.curate.report import write_report
 
     rep = write_report(args.dir)
     print(f"wrote {Path(args.dir) / 'report.md'}, report.json, README.md and {len(rep['plots'])} plots")
@@ -175,8 +175,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from xinstruct.curate.seeds import packaged_seed_languages
+    from xinstruct.data import sample_corpus
+    from xinstruct.execution.provenance import versions
     from xinstruct.llm.embedded import minilm_dir, smollm2_gguf
-    from xinstruct.pipeline import sample_corpus, versions
 
     info: dict[str, object] = {"versions": versions(), "seed_languages": packaged_seed_languages(),
                                "sample_corpus": str(sample_corpus())}

@@ -1,6 +1,6 @@
-"""Run configuration: one dataclass per stage, a YAML recipe for a whole run, CLI overrides.
+"""Configuration files: any config dataclass from a YAML file plus `key.path=value` overrides, and back.
 
-    cfg = load_recipe("recipe.yaml", overrides=["generate.num_shots=4", "lang=sw"])
+    cfg = load_config(CurateConfig, "recipe.yaml", overrides=["generate.num_shots=4", "lang=sw"])
 
 Unknown keys are errors that name the key, so a typo never silently does nothing.
 """
@@ -9,59 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from xinstruct.curate.decontaminate import DecontaminateConfig
-from xinstruct.curate.diversify import DiversifyConfig
-from xinstruct.curate.generate import GenerateConfig
-from xinstruct.curate.prepare import PrepareConfig
-from xinstruct.curate.refine import RefineConfig
-from xinstruct.curate.relevance import RelevanceConfig
-from xinstruct.curate.selfcheck import SelfCheckConfig
-
-SHARD_SIZES = {"openai": 1024, "vllm": 4096, "transformers": 256, "llama.cpp": 32}
-
-
-@dataclass
-class CurateConfig:
-    input: str | None = None  # corpus path; None = the sample corpus that ships in the package
-    lang: str = "all"  # target language code(s), comma-separated, or "all"
-    out: str = "runs/curate"
-    cache: str | None = None  # request-cache file; None = OUT/cache/llm.sqlite
-    limit: int | None = None  # read only the first N documents
-    # Records per resumable shard (generation, refinement). A stage hands its backend a whole shard at once, so
-    # None sizes shards for the generation model's backend: large for servers and vLLM (kept full by hundreds
-    # of requests in flight), smaller for in-process CPU engines (less work lost to a kill).
-    shard_size: int | None = None
-    text_field: str = "text"
-    id_field: str = "id"
-    lang_field: str = "lang"
-    progress: bool = True
-    report: bool = True  # write the report, plots and dataset card after the run
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    refine: RefineConfig = field(default_factory=RefineConfig)
-    relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
-    selfcheck: SelfCheckConfig = field(default_factory=SelfCheckConfig)
-    # Which selectors make the final keep: judge, relevance (the gate), both, or auto (each selector whose
-    # self-check AUC reaches selfcheck.auc_floor; the judge alone if none does, with a warning).
-    decide: str = "auto"
-    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
-    diversify: DiversifyConfig = field(default_factory=DiversifyConfig)
-
-    def effective_shard_size(self) -> int:
-        if self.shard_size is not None:
-            return self.shard_size
-        return SHARD_SIZES.get(self.generate.model.for_batches().resolved_backend(), 32)
-
-    def target_langs(self) -> set[str] | None:
-        if self.lang.strip().lower() in ("all", "*", ""):
-            return None
-        return {code.strip() for code in self.lang.split(",") if code.strip()}
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -132,10 +83,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ValueError(f"override {item!r}: {p} is not a section")
         node[parts[-1]] = _coerce(value)
     return data
-
-
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> CurateConfig:
-    return load_config(CurateConfig, path, overrides)
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
+from xinstruct.curate.job import run_pipeline
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.io import read_jsonl
-from xinstruct.pipeline import run_pipeline
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
 from xinstruct.curate.diversify import DiversifyConfig, default_clusters, sample
+from xinstruct.curate.job import run_pipeline
 from xinstruct.io import read_jsonl, write_jsonl
-from xinstruct.pipeline import run_pipeline
 from xinstruct.records import Record
 
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from xinstruct.curate.parsers import Label, ParseError, parse_label, parse_response
 from xinstruct.curate.refine import RefineConfig, Refiner, label_schema
 from xinstruct.llm import LLM, Generation
+from xinstruct.parsers import Label, ParseError, parse_label, parse_response
 from xinstruct.records import Record
 
 SW = ("Ugali ni chakula kikuu katika nchi nyingi za Afrika Mashariki. Hupikwa kwa unga wa mahindi na maji hadi "

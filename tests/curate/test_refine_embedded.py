@@ -4,8 +4,8 @@ always parse, and native text that addresses the judge never scores higher than 
 import pytest
 
 from xinstruct.curate.refine import PairJudge, RefineConfig, Refiner, addresses_judge
+from xinstruct.data import sample_corpus
 from xinstruct.io import read_jsonl
-from xinstruct.pipeline import sample_corpus
 from xinstruct.records import Record
 
 pytest.importorskip("llama_cpp")

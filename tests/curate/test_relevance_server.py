@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
+from xinstruct.curate.job import run_pipeline
 from xinstruct.curate.relevance import RelevanceConfig, RelevanceScorer
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import planted_pairs
 from xinstruct.io import read_jsonl, write_jsonl
 from xinstruct.llm import LLM, Generation, ModelConfig, ScoringUnsupported
 from xinstruct.llm.openai_compat import OpenAICompatLLM
-from xinstruct.pipeline import run_pipeline
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from xinstruct.config import load_recipe
+from xinstruct.curate.config import load_recipe
+from xinstruct.curate.job import run_pipeline
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import auc, planted_pairs
 from xinstruct.io import read_jsonl, write_jsonl
 from xinstruct.llm import LLM, Generation
-from xinstruct.pipeline import run_pipeline
 from xinstruct.records import Record
 
 pytest.importorskip("llama_cpp")

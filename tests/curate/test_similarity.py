@@ -7,7 +7,6 @@ import numpy as np
 
 from xinstruct.curate.diversify import DiversifyConfig, near_duplicates, sample
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
-from xinstruct.curate.parsers import ParseError
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.similarity import (
     FRAME_COPY_SHARE,
@@ -16,6 +15,7 @@ from xinstruct.curate.similarity import (
     frame_share,
     near_duplicate_pairs,
 )
+from xinstruct.parsers import ParseError
 from xinstruct.records import Record
 
 CAPPADOCIA = "What should I do in a two-day visit to Cappadocia?"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from xinstruct.cli import main
-from xinstruct.curate.parsers import parse_pairwise
 from xinstruct.evaluate.infer import InferConfig, run_infer
 from xinstruct.evaluate.judge import JudgeConfig, run_judge
 from xinstruct.io import read_jsonl
 from xinstruct.llm import ModelConfig
+from xinstruct.parsers import parse_pairwise
 
 pytestmark = pytest.mark.slow
 

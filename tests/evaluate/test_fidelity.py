@@ -1,8 +1,8 @@
 """Language fidelity against counts worked out by hand."""
 
-from xinstruct.curate.langid import LanguageIdentifier
 from xinstruct.evaluate.fidelity import FidelityConfig, answer_text, run_fidelity, score_fidelity
 from xinstruct.io import write_jsonl
+from xinstruct.langid import LanguageIdentifier
 
 SW = "Weka bajeti ya kila mwezi, punguza matumizi yasiyo ya lazima na weka akiba kidogo kila wiki."
 SW2 = "Wakulima hubadilisha mazao ili udongo usichoke na wadudu waharibifu wasiongezeke shambani."

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from xinstruct.curate.parsers import PairwiseVerdict, ParseError, parse_pairwise, parse_pairwise_scores
 from xinstruct.evaluate.judge import JudgeConfig, combine, run_judge
 from xinstruct.io import read_jsonl, write_jsonl
 from xinstruct.llm import LLM, Generation
+from xinstruct.parsers import PairwiseVerdict, ParseError, parse_pairwise, parse_pairwise_scores
 
 SW_GOOD = "Weka bajeti ya kila mwezi, punguza matumizi yasiyo ya lazima na weka akiba kidogo kila wiki."
 SW_OTHER = "Nunua chakula kwa jumla sokoni na epuka mikopo yenye riba kubwa ili uweze kuweka akiba."

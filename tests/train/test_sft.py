@@ -123,8 +123,8 @@ def test_merged_model_is_the_trained_model_and_a_finished_run_is_not_trained_aga
     from transformers import AutoModelForCausalLM
 
     from xinstruct.llm import ChatRequest, GenerationParams
+    from xinstruct.llm.artifacts import read_model_meta
     from xinstruct.llm.hf import TransformersLLM
-    from xinstruct.train.model import read_model_meta
 
     data = _write(tmp_path)
     cfg = _cfg(tiny_model, tmp_path, data=str(data), format="answer_in")

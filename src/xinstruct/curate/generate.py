@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from xinstruct.curate.parsers import ParseError, load_template_with_parser
 from xinstruct.curate.seeds import Seed, load_seeds
 from xinstruct.curate.similarity import (
     FRAME_COPY_SHARE,
@@ -26,7 +25,9 @@ from xinstruct.curate.similarity import (
 )
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
+from xinstruct.llm.artifacts import is_backward_model as _is_backward
 from xinstruct.llm.cache import as_ready
+from xinstruct.parsers import ParseError, load_template_with_parser
 from xinstruct.prompts import PromptTemplate
 from xinstruct.records import Provenance, Record, Reject, stable_hash
 
@@ -72,9 +73,7 @@ class GenerateConfig:
 
 def is_backward_model(mc: ModelConfig) -> bool:
     """Whether the model is a backward model saved by `xinstruct train backward`."""
-    from xinstruct.train.model import read_model_meta
-
-    return mc.base_url is None and read_model_meta(mc.model).get("task") == "backward"
+    return _is_backward(mc.model, mc.base_url)
 
 
 def _truncate(text: str, n: int) -> str:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xinstruct.curate.langid import UNDETERMINED, LanguageIdentifier
 from xinstruct.curate.readers import Document
+from xinstruct.langid import UNDETERMINED, LanguageIdentifier
 from xinstruct.records import Record, Reject
 
 STAGE = "prepare"

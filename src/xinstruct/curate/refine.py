@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinstruct.curate.parsers import Label, ParseError, load_template_with_parser
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
+from xinstruct.parsers import Label, ParseError, load_template_with_parser
 from xinstruct.records import Provenance, Record, Reject
 
 STAGE = "refine"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xinstruct.curate.langid import LanguageIdentifier
 from xinstruct.io import read_jsonl, write_jsonl
+from xinstruct.langid import LanguageIdentifier
 
 
 @dataclass

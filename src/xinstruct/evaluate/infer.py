@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.evaluate.questions import PACKAGED, Question, read_questions
-from xinstruct.evaluate.runner import PromptItem, answer_prompts, default_label, dump_config
+from xinstruct.evaluate.runner import PromptItem, answer_prompts, dump_config
 from xinstruct.io import atomic_write, write_jsonl
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, GenerationParams, ModelConfig
+from xinstruct.llm.identity import default_label
 
 
 def parse_langs(value: str | None) -> set[str] | None:
@@ -135,7 +136,7 @@ def clean_translation(text: str) -> str:
 def translate_questions(cfg: TranslateQuestionsConfig, llm: LLM | None = None) -> dict[str, Any]:
     """Write OUT/LANG.jsonl (the same question_ids and categories) for each target language, and
     OUT/rejects.jsonl: failed calls, truncated answers and answers language-ID does not read as the target."""
-    from xinstruct.curate.langid import default_identifier
+    from xinstruct.langid import default_identifier
 
     targets = sorted(parse_langs(cfg.to) or [])
     if not targets:

@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xinstruct.curate.parsers import PairwiseVerdict, ParseError, load_template_with_parser
 from xinstruct.evaluate.fidelity import answer_text, answers_file
 from xinstruct.evaluate.infer import parse_langs
-from xinstruct.evaluate.runner import default_label, dump_config, model_identity
+from xinstruct.evaluate.runner import dump_config
 from xinstruct.evaluate.stats import SCORE, bootstrap_ci, length_controlled_win_rate, win_rate
 from xinstruct.io import read_jsonl, write_jsonl
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig, RequestCache
+from xinstruct.llm.identity import default_label, model_identity
+from xinstruct.parsers import PairwiseVerdict, ParseError, load_template_with_parser
 from xinstruct.records import Reject, stable_hash
 
 JUDGE_FORMAT = "1"
@@ -139,7 +140,7 @@ class PairwiseJudge:
         return [{"role": "system", "content": self.template.system}, {"role": "user", "content": user}]
 
     def _in_language(self, text: str, lang: str) -> bool | None:
-        from xinstruct.curate.langid import default_identifier
+        from xinstruct.langid import default_identifier
 
         self._ident = self._ident or default_identifier()
         if not self._ident.supports(lang):
@@ -243,7 +244,8 @@ def summarize(rows: list[dict[str, Any]], bootstrap: int = 1000, seed: int = 0) 
 def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
     """Judge every question both sides answered; resumable (sharded, request-cached). Returns the result."""
     from xinstruct.evaluate.results import file_sha256, make_result, write_result
-    from xinstruct.pipeline import ModelPool, run_sharded
+    from xinstruct.execution.pool import ModelPool
+    from xinstruct.execution.shards import run_sharded
 
     cfg.validate()
     units, rejects, cand_model, ref_model = pair_answers(cfg)

@@ -29,7 +29,7 @@ KINDS = ("judge", "multiple_choice", "translation", "qa", "summarization", "fide
 def make_result(kind: str, task: str, model: dict[str, Any], metrics: dict[str, dict[str, Any]],
                 overall: dict[str, Any], config: dict[str, Any], extra_versions: tuple[str, ...] = (),
                 **extra: Any) -> dict[str, Any]:
-    from xinstruct.pipeline import versions
+    from xinstruct.execution.provenance import versions
 
     if kind not in KINDS:
         raise ValueError(f"unknown result kind {kind!r}; one of {', '.join(KINDS)}")

@@ -18,7 +18,7 @@ from typing import Any
 from xinstruct.config import to_dict
 from xinstruct.io import read_jsonl
 from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig, RequestCache
-from xinstruct.llm.embedded import EMBEDDED_LLM
+from xinstruct.llm.identity import model_identity
 from xinstruct.records import Reject, stable_hash
 
 RUNNER_FORMAT = "1"  # bump when the rows written for the same prompts and settings change
@@ -33,42 +33,6 @@ class PromptItem:
     messages: list[dict[str, str]]
     fields: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # file:line it came from
-
-
-def model_identity(cfg: ModelConfig) -> dict[str, Any]:
-    """What identifies the model's weights without loading it: a file fingerprint for GGUF files, the
-    recorded weights hash (or file stats) for checkpoint folders, the URL and name for servers."""
-    from xinstruct.llm.hf import weights_fingerprint
-    from xinstruct.llm.llamacpp import file_fingerprint
-
-    backend = cfg.resolved_backend()
-    ident: dict[str, Any] = {"model": cfg.model, "backend": backend, "options": cfg.options}
-    if backend == "openai":
-        ident["base_url"] = cfg.base_url
-        return ident
-    path = Path(cfg.model)
-    if cfg.model == EMBEDDED_LLM:
-        from xinstruct.llm.embedded import smollm2_gguf
-
-        path = smollm2_gguf()
-    if path.is_file():
-        ident["weights"] = file_fingerprint(path)
-    elif path.is_dir():
-        ident["weights"] = weights_fingerprint(path)
-    else:
-        raise FileNotFoundError(f"model not found: {cfg.model} (a .gguf file, a checkpoint folder, 'embedded', "
-                                "or a served model name with --base-url)")
-    return ident
-
-
-def default_label(cfg: ModelConfig) -> str:
-    """A short name for reports: the folder or file name (`merged` is named by its run folder)."""
-    if cfg.model == EMBEDDED_LLM:
-        return "embedded"
-    p = Path(cfg.model)
-    if p.name in ("merged", "adapter") and p.parent.name:
-        return p.parent.name
-    return p.stem if p.suffix == ".gguf" and p.stem != "model" else (p.parent.name if p.stem == "model" else p.name)
 
 
 @dataclass
@@ -86,7 +50,8 @@ def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, p
 
     `cfg` is any config with `shard_size` and `progress`; `llm` replaces loading `model` (tests).
     """
-    from xinstruct.pipeline import ModelPool, run_sharded
+    from xinstruct.execution.pool import ModelPool
+    from xinstruct.execution.shards import run_sharded
 
     ids = [(i.lang, i.id) for i in items]
     if len(set(ids)) != len(ids):

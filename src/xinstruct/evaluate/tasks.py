@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.evaluate import metrics, textsets
-from xinstruct.evaluate.runner import PromptItem, answer_prompts, default_label, dump_config
+from xinstruct.evaluate.runner import PromptItem, answer_prompts, dump_config
 from xinstruct.io import write_jsonl
 from xinstruct.llm import LLM, GenerationParams, ModelConfig
+from xinstruct.llm.identity import default_label
 
 TASKS = {"translation": "translation", "qa": "qa", "summarization": "summarization"}
 MAX_TOKENS = {"translation": 256, "qa": 64, "summarization": 128}

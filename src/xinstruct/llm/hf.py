@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xinstruct.llm.artifacts import weights_fingerprint
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, cut_at_stop, json_prefix
 from xinstruct.llm.embedded import cache_dir
 from xinstruct.llm.hf_decode import forward
@@ -105,22 +106,6 @@ def quiet_loading() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def weights_fingerprint(path: Path) -> str:
-    """What tells this checkpoint's weights from another's with the same folder name (e.g. two runs'
-    `merged/`), for the request cache: the content hash `xinstruct train` records, or else the weight
-    files' names, sizes and modification times (a re-saved model is then a cache miss, never a wrong hit)."""
-    from xinstruct.train.model import read_model_meta
-
-    recorded = read_model_meta(path).get("weights_sha256") if path.is_dir() else None
-    if recorded:
-        return str(recorded)[:12]
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    return stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files], n=12)
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 def dequantized_gguf(gguf: Path) -> Path:

@@ -7,13 +7,13 @@ JSON-schema grammar, so a schema-constrained answer always parses.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from xinstruct.llm.artifacts import file_fingerprint
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError, ScoringUnsupported
 from xinstruct.llm.hf import encode_pair, model_window
 
@@ -32,14 +32,6 @@ def default_threads() -> int:
 def batch_threads(threads: int) -> int:
     """Prompt-evaluation threads for a decode thread count: every core (up to 16)."""
     return max(threads, min(os.cpu_count() or 1, 16))
-
-
-def file_fingerprint(path: Path) -> str:
-    """Name, size and a hash of the first 4 MiB: cheap, and changes with the weights."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(4 << 20))
-    return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:12]}"
 
 
 def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:

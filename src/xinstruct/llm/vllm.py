@@ -38,7 +38,7 @@ class VLLMLLM(LLM):
         except ImportError as e:
             raise ImportError("the vllm backend needs vLLM on a GPU machine: pip install 'xinstruct[vllm]'") from e
         self._vllm = vllm
-        from xinstruct.llm.hf import weights_fingerprint
+        from xinstruct.llm.artifacts import weights_fingerprint
 
         self.model_id = f"{Path(model).name}:{weights_fingerprint(Path(model))}:{dtype}"
         # Prefix caching: generation prompts share their system prompt and few-shot examples (rotated shot

@@ -69,7 +69,7 @@ class ChatModel:
     the page may send to the same instance from several browser tabs (or both sides of a comparison)."""
 
     def __init__(self, cfg: ModelConfig, label: str, llm: LLM | None = None):
-        from xinstruct.evaluate.runner import model_identity
+        from xinstruct.llm.identity import model_identity
 
         self.cfg = cfg
         self.label = label
@@ -98,7 +98,7 @@ class ChatModel:
 
 def load_models(cfg: ChatConfig) -> list[ChatModel]:
     """The page's models, labelled (two that would share a label are told apart by backend, then side)."""
-    from xinstruct.evaluate.runner import default_label
+    from xinstruct.llm.identity import default_label
 
     specs = [(cfg.model, cfg.label)] + ([(cfg.compare, cfg.compare_label)] if cfg.compare is not None else [])
     labels = [label or default_label(m) for m, label in specs]
@@ -176,7 +176,7 @@ class LanguageCheck:
 
 def check_language(text: str, lang: str | None, backend: str = "py3langid", min_prob: float = 0.5) -> LanguageCheck:
     """Whether an answer is in the chosen language, as `xinstruct eval fidelity` counts it."""
-    from xinstruct.curate.langid import default_identifier
+    from xinstruct.langid import default_identifier
 
     ident = default_identifier(backend)
     if not text.strip():

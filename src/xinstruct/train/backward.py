@@ -37,7 +37,7 @@ def backward_examples(seeds: str | None = None, records: str | None = None, temp
     if records:
         from pathlib import Path
 
-        from xinstruct.pipeline import read_input_records
+        from xinstruct.curate.job import read_input_records
 
         recs, rejs, _ = read_input_records(Path(records))
         rejects += rejs

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xinstruct.curate.langid import default_identifier
 from xinstruct.curate.refine import PairJudge, RefineConfig
+from xinstruct.execution.shards import run_sharded
 from xinstruct.io import atomic_write, read_jsonl, write_jsonl
+from xinstruct.langid import default_identifier
 from xinstruct.llm import LLM, CachedLLM, ChatRequest, GenerationParams, ModelConfig, RequestCache, load_llm
-from xinstruct.pipeline import run_sharded
 from xinstruct.records import Reject, stable_hash
 from xinstruct.train.formats import Example
 from xinstruct.train.sft import TrainConfig, _train, common_args, peft_config

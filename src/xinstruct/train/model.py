@@ -2,17 +2,13 @@
 
 The base is any local Hugging Face causal LM folder, a `.gguf` file (dequantised into a
 plain model that trains and saves), or "embedded" (SmolLM2-135M-Instruct from its GGUF).
-A saved model folder carries `xinstruct_model.json`: how it was trained and with which
-prompt format, so the other commands prompt it the way it learned.
+A saved model folder carries `xinstruct_model.json` (see `xinstruct.llm.artifacts`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-MODEL_META = "xinstruct_model.json"
 
 
 def resolve_base(model: str) -> Path:
@@ -43,23 +39,6 @@ def load_for_training(model: str, dtype: str = "auto") -> tuple[Any, Any, Path]:
     lm, tok, _ = load_causal_lm(base, dtype=train_dtype(dtype, device), device="cpu")
     lm.train()
     return lm, tok, base
-
-
-def read_model_meta(path: str | Path) -> dict[str, Any]:
-    """The `xinstruct_model.json` of a model folder (or the folder of a .gguf inside one), if any."""
-    p = Path(path)
-    for folder in (p, p.parent):
-        f = folder / MODEL_META
-        if f.is_file():
-            return json.loads(f.read_text(encoding="utf-8"))
-    return {}
-
-
-def write_model_meta(folder: Path, meta: dict[str, Any]) -> None:
-    from xinstruct.io import atomic_write
-
-    with atomic_write(folder / MODEL_META) as f:
-        json.dump(meta, f, indent=2, ensure_ascii=False)
 
 
 def render_text(tokenizer: Any, prompt: list[dict[str, str]] | str,

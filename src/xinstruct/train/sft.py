@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xinstruct.execution.provenance import versions
 from xinstruct.io import atomic_write, write_jsonl
-from xinstruct.pipeline import versions
+from xinstruct.llm.artifacts import write_model_meta
 from xinstruct.records import Reject, stable_hash
 from xinstruct.train.data import Mix
 from xinstruct.train.formats import ALPACA_CHAT_TEMPLATE, FORMATS, Example
-from xinstruct.train.model import load_for_training, render_text, write_model_meta
+from xinstruct.train.model import load_for_training, render_text
 
 
 @dataclass

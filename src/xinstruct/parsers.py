@@ -83,7 +83,7 @@ _REFUSAL = re.compile(
 def parse_instruction(answer: str, *, text: str, lang: str, finish_reason: str | None = None,
                       min_words: int = 3, max_words: int = 60, max_chars: int = 400) -> str | ParseError:
     """An English instruction for native `text` (in `lang`), or why the answer is not one."""
-    from xinstruct.curate.langid import is_english
+    from xinstruct.langid import is_english
 
     if finish_reason == "length" and "\n" not in answer.strip():
         return ParseError("truncated", f"the answer hit the token limit before the instruction ended: {answer[:120]!r}")
@@ -165,7 +165,7 @@ _RESPONSE_LABEL = re.compile(r"^\s*(?:(?:here is |here's )?(?:the )?(?:new |rewr
 def parse_response(answer: str, *, lang: str, original: str, finish_reason: str | None = None,
                    min_chars: int = 20, **_: Any) -> str | ParseError:
     """A rewritten native-language response, or why the answer is not one (checked by language-ID)."""
-    from xinstruct.curate.langid import default_identifier
+    from xinstruct.langid import default_identifier
 
     if finish_reason == "length":
         return ParseError("truncated", f"the rewrite hit the token limit: ...{answer[-120:]!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xinstruct.curate.langid import LanguageIdentifier, is_english
+from xinstruct.langid import LanguageIdentifier, is_english
 
 # Our own short sentences, two per language (news/everyday register, 50-110 characters).
 SAMPLES = {

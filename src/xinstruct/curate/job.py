@@ -26,22 +26,20 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field, replace
-from importlib import metadata, resources
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from xinstruct import __version__
-from xinstruct.config import CurateConfig, to_dict
+from xinstruct.config import to_dict
+from xinstruct.curate.config import CurateConfig
 from xinstruct.curate.decontaminate import Decontaminator
 from xinstruct.curate.generate import InstructionGenerator
 from xinstruct.curate.prepare import prepare
@@ -50,8 +48,12 @@ from xinstruct.curate.refine import PairJudge, Refiner
 from xinstruct.curate.relevance import RelevanceGate, RelevanceScorer
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
+from xinstruct.data import sample_corpus
+from xinstruct.execution.pool import ModelPool, StageLLM
+from xinstruct.execution.provenance import input_fingerprint, versions
+from xinstruct.execution.shards import Counting, StageStats, Stream, run_sharded
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
-from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
+from xinstruct.llm import LLM, RequestCache
 from xinstruct.records import Record, Reject, stable_hash
 
 log = logging.getLogger(__name__)
@@ -62,45 +64,6 @@ REFINE_FORMAT = "1"
 RELEVANCE_FORMAT = "1"
 SELFCHECK_FORMAT = "1"
 DIVERSIFY_FORMAT = "2"  # 2: near-duplicate instructions are never both sampled
-
-
-def sample_corpus() -> Path:
-    """The small multilingual corpus that ships in the package (40 documents, 10 languages)."""
-    return Path(str(resources.files("xinstruct.data.corpus") / "sample.jsonl"))
-
-
-def input_fingerprint(path: Path) -> list[Any]:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
-            for f in files]
-
-
-def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    out = {"python": platform.python_version(), "xinstruct": __version__}
-    for pkg in ("llama-cpp-python", "transformers", "torch", "vllm", "httpx", "py3langid", "datasketch",
-                "datasets", "pyarrow", *extra):
-        with suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
-
-
-@dataclass
-class StageStats:
-    seconds: float = 0.0
-    resumed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Counting:
-    """Counts the items of an iterator as they pass."""
-
-    def __init__(self, it: Iterable[Any]):
-        self.it, self.n = iter(it), 0
-
-    def __iter__(self) -> Iterator[Any]:
-        for x in self.it:
-            self.n += 1
-            yield x
 
 
 def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[str, Any], StageStats]:
@@ -143,96 +106,6 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     with atomic_write(done) as f:
         f.write(json.dumps(stats, indent=2))
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
-
-
-def _shards(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    shard: list[Any] = []
-    for r in records:
-        shard.append(r)
-        if len(shard) == size:
-            yield shard
-            shard = []
-    if shard:
-        yield shard
-
-
-# A step maps a batch of input items (records, or any other unit) to output records (or JSON rows) and rejects.
-StepFn = Callable[[Sequence[Any]], tuple[list[Any], list[Reject]]]
-
-
-def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, step: StepFn, batch_size: int | None,
-                cfg: Any, work: Path, shard_size: int | None = None) -> tuple[Path, StageStats]:
-    """Apply `step` to `records` in shards of `shard_size` (default `cfg.shard_size`), `batch_size` items per
-    call (None: the whole shard), each shard written atomically once finished (`cfg` is any config with
-    `shard_size` and `progress`).
-
-    A shard file that exists is never redone, so a killed run resumes at the first unfinished shard.
-    """
-    folder = work / f"{name}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    n_shards = resumed = 0
-    shard_size = shard_size or cfg.shard_size
-    with tqdm(total=n_records, desc=name, unit="rec", disable=not cfg.progress) as bar:
-        for i, shard in enumerate(_shards(records, shard_size)):
-            n_shards += 1
-            path = folder / f"shard-{i:05d}.jsonl"
-            if path.is_file():
-                resumed += 1
-                bar.update(len(shard))
-                continue
-            lines: list[str] = []
-            size = batch_size or len(shard)
-            for b in range(0, len(shard), size):
-                kept, rejects = step(shard[b : b + size])
-                lines += [dumps({"record": r if isinstance(r, dict) else r.to_dict()}) for r in kept]
-                lines += [dumps({"reject": r.to_dict()}) for r in rejects]
-                bar.update(len(shard[b : b + size]))
-            with atomic_write(path) as f:
-                f.write("".join(line + "\n" for line in lines))
-    stats = StageStats(seconds=time.perf_counter() - t0, resumed=resumed > 0,
-                       extra={"shards": n_shards, "shards_resumed": resumed})
-    return folder, stats
-
-
-def _shard_lines(folder: Path, kind: str = "") -> Iterator[str]:
-    """The lines of a sharded stage's files in order, unparsed, only those of `kind` ("record" or "reject") where
-    given: run_sharded writes each line as `{"record": ...}` or `{"reject": ...}`."""
-    start = '{"' + kind + '"' if kind else ""
-    for path in sorted(folder.glob("shard-*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            yield from (line for line in f if line.startswith(start))
-
-
-class Stream:
-    """A stage's records, read again from its files each time they are iterated, so a stage never holds
-    the corpus in memory: `len` is their number."""
-
-    def __init__(self, source: Callable[[], Iterable[Record]], n: int):
-        self.source, self.n = source, n
-
-    def __iter__(self) -> Iterator[Record]:
-        return iter(self.source())
-
-    def __len__(self) -> int:
-        return self.n
-
-    @classmethod
-    def of_shards(cls, folder: Path) -> tuple[Stream, Callable[[], Iterator[Reject]], int]:
-        """(the kept records, a source of the rejects, their number) of a sharded stage's folder. Each reads only
-        its own kind of line, so neither parses the other's."""
-
-        def records() -> Iterator[Record]:
-            return (Record.from_dict(json.loads(line)["record"]) for line in _shard_lines(folder, "record"))
-
-        def rejects() -> Iterator[Reject]:
-            return (Reject(**json.loads(line)["reject"]) for line in _shard_lines(folder, "reject"))
-
-        kept = rejected = 0
-        for line in _shard_lines(folder):
-            kept += line.startswith('{"record"')
-            rejected += line.startswith('{"reject"')
-        return cls(records, kept), rejects, rejected
 
 
 def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
@@ -392,7 +265,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     with atomic_write(out / "manifest.json") as f:
         f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     if cfg.report:
-        from xinstruct.report import write_report
+        from xinstruct.curate.report import write_report
 
         write_report(out)
     return manifest
@@ -439,7 +312,7 @@ def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
     return run_pipeline(cfg, STAGES, llm)
 
 
-def _stage(st: StageStats, folder: Path, out: Path, rejected: int, llm: _StageLLM) -> dict[str, Any]:
+def _stage(st: StageStats, folder: Path, out: Path, rejected: int, llm: StageLLM) -> dict[str, Any]:
     return {"seconds": round(st.seconds, 2), "resumed": st.resumed, "folder": str(folder.relative_to(out)),
             "rejected": rejected, **st.extra, "llm": llm.stats()}
 
@@ -628,109 +501,3 @@ def _selection_counts(selection: dict[str, Any], tally: _RejectTally) -> dict[st
                                      "relevance": reasons["relevance/not_relevant"],
                                      "relevance_before_refinement": pre,
                                      "relevance_after_refinement": reasons["relevance/not_relevant"] - pre}}
-
-
-class ModelPool:
-    """Loads each distinct model once (on its first cache miss) and shares it between stages."""
-
-    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM] | None = None):
-        self.cache, self.llm, self.by_role = cache, llm, dict(by_role or {})
-        self._loaded: dict[str, CachedLLM] = {}
-        self._configs: dict[str, ModelConfig] = {}
-
-    def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
-        given = self.by_role.get(role or "") or self.llm
-        key = stable_hash(to_dict(cfg), role if role in self.by_role else None)
-        if key not in self._loaded:
-            from xinstruct.llm import load_llm
-
-            self._loaded[key] = CachedLLM(given or load_llm(cfg), self.cache)
-            self._configs[key] = cfg
-        return self._loaded[key]
-
-    def stage_llm(self, cfg: ModelConfig, role: str | None = None) -> _StageLLM:
-        return _StageLLM(self, cfg, role)
-
-    def identities(self) -> list[dict[str, Any]]:
-        return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
-                for k, m in self._loaded.items()]
-
-    def close(self) -> None:
-        for m in self._loaded.values():
-            m.close()
-        self._loaded.clear()
-
-
-class _StageLLM(LLM):
-    """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
-
-    def __init__(self, pool: ModelPool, cfg: ModelConfig, role: str | None = None):
-        self._pool, self._cfg, self._role = pool, cfg, role
-        self._m: CachedLLM | None = None
-        self._lock = threading.Lock()  # stages may call from several threads (refinement's overlapping rounds)
-        self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = self.scored = 0
-
-    @property  # type: ignore[override]
-    def max_batch(self) -> int | None:
-        """The backend's, known from the setting before the model loads (a resumed run may never load it)."""
-        if self._m is not None:
-            return self._m.max_batch
-        given = self._pool.by_role.get(self._role or "") or self._pool.llm
-        if given is not None:
-            return given.max_batch
-        backend = self._cfg.resolved_backend()
-        if backend == "openai":
-            from xinstruct.llm.openai_compat import resolve_max_in_flight
-
-            o = self._cfg.options
-            return resolve_max_in_flight(o.get("max_in_flight"), o.get("concurrency"))
-        if backend == "vllm":
-            from xinstruct.llm.vllm import VLLMLLM
-
-            return VLLMLLM.max_batch
-        return None
-
-    def _get(self) -> CachedLLM:
-        with self._lock:
-            return self._load()
-
-    def _load(self) -> CachedLLM:
-        if self._m is None:
-            self._m = self._pool.get(self._cfg, self._role)
-            self.backend, self.model_id = self._m.backend, self._m.model_id
-            self.supports_json_schema = self._m.supports_json_schema
-        return self._m
-
-    def generate(self, requests):  # type: ignore[no-untyped-def]
-        gens = self._get().generate(requests) if requests else []
-        with self._lock:
-            self.requests += len(requests)
-            for g in gens:
-                self.cache_hits += g.cached
-                self.prompt_tokens += g.prompt_tokens
-                self.completion_tokens += g.completion_tokens
-        return gens
-
-    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
-        return self._get().count_prompt_tokens(messages)
-
-    def token_logprobs(self, pairs):  # type: ignore[no-untyped-def]
-        m = self._get()
-        hits = m.hits
-        out = m.token_logprobs(pairs)
-        self.scored += len(pairs)
-        self.cache_hits += m.hits - hits
-        return out
-
-    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
-        return self._get().chat_prompt(messages)
-
-    @property
-    def context_window(self) -> int | None:  # type: ignore[override]
-        return self._get().context_window
-
-    def stats(self) -> dict[str, Any]:
-        return {"loaded": self._m is not None, "requests": self.requests, "scored": self.scored,
-                "cache_hits": self.cache_hits,
-                "generated": self.requests + self.scored - self.cache_hits, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from xinstruct.curate.parsers import ParseError, clean_instruction, parse_instruction
+from xinstruct.parsers import ParseError, clean_instruction, parse_instruction
 
 SW_TEXT = ("Ugali ni chakula kikuu katika nchi nyingi za Afrika Mashariki. Hupikwa kwa unga wa mahindi "
            "na maji hadi kuwa mgumu, kisha huliwa pamoja na mboga za majani, maharagwe au nyama.")

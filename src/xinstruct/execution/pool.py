@@ -1,0 +1,117 @@
+"""The model pool: each distinct model loaded once (on its first cache miss), behind the request cache, and
+shared by the stages of a run; each stage sees it through a `StageLLM` that counts the stage's own calls."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from xinstruct.config import to_dict
+from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
+from xinstruct.records import stable_hash
+
+
+class ModelPool:
+    """Loads each distinct model once (on its first cache miss) and shares it between stages."""
+
+    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM] | None = None):
+        self.cache, self.llm, self.by_role = cache, llm, dict(by_role or {})
+        self._loaded: dict[str, CachedLLM] = {}
+        self._configs: dict[str, ModelConfig] = {}
+
+    def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
+        given = self.by_role.get(role or "") or self.llm
+        key = stable_hash(to_dict(cfg), role if role in self.by_role else None)
+        if key not in self._loaded:
+            from xinstruct.llm import load_llm
+
+            self._loaded[key] = CachedLLM(given or load_llm(cfg), self.cache)
+            self._configs[key] = cfg
+        return self._loaded[key]
+
+    def stage_llm(self, cfg: ModelConfig, role: str | None = None) -> StageLLM:
+        return StageLLM(self, cfg, role)
+
+    def identities(self) -> list[dict[str, Any]]:
+        return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
+                for k, m in self._loaded.items()]
+
+    def close(self) -> None:
+        for m in self._loaded.values():
+            m.close()
+        self._loaded.clear()
+
+
+class StageLLM(LLM):
+    """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
+
+    def __init__(self, pool: ModelPool, cfg: ModelConfig, role: str | None = None):
+        self._pool, self._cfg, self._role = pool, cfg, role
+        self._m: CachedLLM | None = None
+        self._lock = threading.Lock()  # stages may call from several threads (refinement's overlapping rounds)
+        self.requests = self.cache_hits = self.prompt_tokens = self.completion_tokens = self.scored = 0
+
+    @property  # type: ignore[override]
+    def max_batch(self) -> int | None:
+        """The backend's, known from the setting before the model loads (a resumed run may never load it)."""
+        if self._m is not None:
+            return self._m.max_batch
+        given = self._pool.by_role.get(self._role or "") or self._pool.llm
+        if given is not None:
+            return given.max_batch
+        backend = self._cfg.resolved_backend()
+        if backend == "openai":
+            from xinstruct.llm.openai_compat import resolve_max_in_flight
+
+            o = self._cfg.options
+            return resolve_max_in_flight(o.get("max_in_flight"), o.get("concurrency"))
+        if backend == "vllm":
+            from xinstruct.llm.vllm import VLLMLLM
+
+            return VLLMLLM.max_batch
+        return None
+
+    def _get(self) -> CachedLLM:
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> CachedLLM:
+        if self._m is None:
+            self._m = self._pool.get(self._cfg, self._role)
+            self.backend, self.model_id = self._m.backend, self._m.model_id
+            self.supports_json_schema = self._m.supports_json_schema
+        return self._m
+
+    def generate(self, requests):  # type: ignore[no-untyped-def]
+        gens = self._get().generate(requests) if requests else []
+        with self._lock:
+            self.requests += len(requests)
+            for g in gens:
+                self.cache_hits += g.cached
+                self.prompt_tokens += g.prompt_tokens
+                self.completion_tokens += g.completion_tokens
+        return gens
+
+    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
+        return self._get().count_prompt_tokens(messages)
+
+    def token_logprobs(self, pairs):  # type: ignore[no-untyped-def]
+        m = self._get()
+        hits = m.hits
+        out = m.token_logprobs(pairs)
+        self.scored += len(pairs)
+        self.cache_hits += m.hits - hits
+        return out
+
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self._get().chat_prompt(messages)
+
+    @property
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return self._get().context_window
+
+    def stats(self) -> dict[str, Any]:
+        return {"loaded": self._m is not None, "requests": self.requests, "scored": self.scored,
+                "cache_hits": self.cache_hits,
+                "generated": self.requests + self.scored - self.cache_hits, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}

@@ -1,0 +1,181 @@
+"""The package's dependencies point one way: CLI -> stage families -> execution -> LLM -> core.
+
+Every `import` in src/xinstruct is read, those inside functions included (a lazy import is still a
+dependency), and the test fails on an import cycle, on an import of a higher layer, and on a module that no
+layer claims (a new top-level module has to be placed here, on purpose).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import xinstruct
+
+SRC = Path(xinstruct.__file__).parent
+LAYERS = ("core", "llm", "execution", "family", "cli")  # low to high
+CORE = {"xinstruct", "xinstruct.records", "xinstruct.io", "xinstruct.languages", "xinstruct.config",
+        "xinstruct.langid", "xinstruct.parsers", "xinstruct.prompts", "xinstruct.data"}
+FAMILIES = ("curate", "train", "evaluate", "serve")
+# Imports between stage families, each on purpose: the backward model learns curation's generation prompt
+# from its input pairs, and DPO's preferences are curation's judge's verdicts.
+BETWEEN_FAMILIES = {("train", "curate")}
+
+
+def module_name(path: Path, root: Path = SRC) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(mod: str) -> str | None:
+    parts = mod.split(".")
+    if mod in ("xinstruct.cli", "xinstruct.__main__") or (len(parts) == 3 and parts[1] in FAMILIES
+                                                            and parts[2] == "cli"):
+        return "cli"
+    if mod in CORE or any(mod.startswith(c + ".") for c in CORE - {"xinstruct"}):
+        return "core"
+    if len(parts) > 1 and parts[1] == "llm":
+        return "llm"
+    if len(parts) > 1 and parts[1] == "execution":
+        return "execution"
+    if len(parts) > 1 and parts[1] in FAMILIES:
+        return "family"
+    return None
+
+
+def imports(source: str, mod: str, is_package: bool = False) -> list[tuple[str, list[str], int]]:
+    """(imported xinstruct module, names imported from it, line) for every import statement in `source`, at
+    any depth."""
+    out: list[tuple[str, list[str], int]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "xinstruct"]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package
+                pkg = mod.split(".") if is_package else mod.split(".")[:-1]
+                base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] == "xinstruct":
+                out.append((base, [a.name for a in node.names], node.lineno))
+    return out
+
+
+def graph(root: Path = SRC) -> dict[str, list[tuple[str, int]]]:
+    """Module -> (module it imports, line); `from package import module` counts as importing the module."""
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    out = {}
+    for mod, p in files.items():
+        deps = []
+        for base, names, line in imports(p.read_text(encoding="utf-8"), mod, p.name == "__init__.py"):
+            subs = [f"{base}.{n}" for n in names if f"{base}.{n}" in files]
+            deps += [(d, line) for d in subs] if subs and len(subs) == len(names) else [(base, line)]
+        out[mod] = deps
+    return out
+
+
+def violations(g: dict[str, list[tuple[str, int]]]) -> list[str]:
+    bad = []
+    for mod, deps in g.items():
+        a = layer(mod)
+        if a is None:
+            bad.append(f"{mod}: no layer claims it (add it to tests/test_layers.py)")
+            continue
+        for dep, line in deps:
+            b = layer(dep)
+            if b is None or dep == mod:
+                continue
+            if LAYERS.index(b) > LAYERS.index(a):
+                bad.append(f"{mod}:{line} imports {dep}: {a} -> {b} is upward")
+            elif a == b == "family":
+                fa, fb = mod.split(".")[1], dep.split(".")[1]
+                if fa != fb and (fa, fb) not in BETWEEN_FAMILIES:
+                    bad.append(f"{mod}:{line} imports {dep}: {fa} -> {fb} between stage families")
+    return bad
+
+
+def cycles(g: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
+    """The import cycles among the package's modules (strongly connected components of two or more, or a
+    module importing itself)."""
+    edges = {m: sorted({d for d, _ in deps if d in g}) for m, deps in g.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in edges[v]:
+                out.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_package_has_no_import_cycle_and_no_upward_import():
+    g = graph()
+    assert len(g) > 50  # the walk found the package
+    assert not cycles(g), f"import cycles: {cycles(g)}"
+    assert not violations(g), "\n".join(violations(g))
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "xinstruct"
+    for name, text in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    return root
+
+
+def test_the_walk_finds_an_upward_import_hidden_inside_a_function(tmp_path):
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "records.py": "def f():\n    from xinstruct.curate.job import run_pipeline\n",
+        "llm/__init__.py": "",
+        "llm/hf.py": "from .artifacts import read_model_meta\n",
+        "llm/artifacts.py": "",
+        "curate/__init__.py": "",
+        "curate/job.py": "",
+        "serve/chat.py": "def g():\n    import xinstruct.evaluate.runner\n",
+        "evaluate/runner.py": "",
+        "stray.py": "",
+    })
+    g = graph(root)
+    assert g["xinstruct.llm.hf"] == [("xinstruct.llm.artifacts", 1)]  # a relative import, resolved
+    found = violations(g)
+    assert any(v.startswith("xinstruct.records:2 imports xinstruct.curate.job: core -> family") for v in found)
+    assert any("serve -> evaluate between stage families" in v for v in found)
+    assert any(v.startswith("xinstruct.stray: no layer") for v in found)
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize("files, cycle", [
+    ({"a.py": "import xinstruct.b\n", "b.py": "def f():\n    import xinstruct.a\n"}, ["xinstruct.a", "xinstruct.b"]),
+    ({"a.py": "from xinstruct.b import x\n", "b.py": "def f():\n    from xinstruct import a\n"},
+     ["xinstruct.a", "xinstruct.b"]),
+    ({"a.py": "import xinstruct.b\n", "b.py": ""}, None),
+])
+def test_the_walk_finds_a_cycle_through_a_function_level_import(tmp_path, files, cycle):
+    g = graph(_package(tmp_path, {"__init__.py": "", **files}))
+    assert cycles(g) == ([cycle] if cycle else [])
