@@ -31,7 +31,7 @@ def module_name(path: Path, root: Path = SRC) -> str:
 
 def layer(mod: str) -> str | None:
     parts = mod.split(".")
-    if mod in ("xinstruct.cli", "xinstruct.__main__") or (len(parts) == 3 and parts[1] in FAMILIES
+    if mod in ("xinstruct.cli", "xinstruct.cliargs", "xinstruct.__main__") or (len(parts) == 3 and parts[1] in FAMILIES
                                                             and parts[2] == "cli"):
         return "cli"
     if mod in CORE or any(mod.startswith(c + ".") for c in CORE - {"xinstruct"}):

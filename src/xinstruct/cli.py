@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from xinstruct import __version__
+from xinstruct.cliargs import model_flags, model_settings
 
 EPILOG_CURATE = """\
 examples:
@@ -65,24 +66,20 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt")
         p.add_argument("--limit", type=int, help="read only the first N documents")
     if "generate" in stages or "refine" in stages:
-        p.add_argument("--model", help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint "
-                                       "folder, or the served model name with --base-url (all LLM stages)")
-        p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-        p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-        p.add_argument("--threads", type=int, help="llama.cpp decode threads (default: 1 on <= 2 cores)")
+        model_flags(p, what="the model of all LLM stages",
+                    threads="llama.cpp decode threads (default: 1 on <= 2 cores)",
+                    model_help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint folder, or "
+                    "the served model name with --base-url (all LLM stages)")
     if "refine" in stages:
-        p.add_argument("--judge-model", help="the judge/rewriter model, if not --model")
-        p.add_argument("--judge-backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-        p.add_argument("--judge-base-url", help="OpenAI-compatible server for the judge")
+        model_flags(p, "judge-", "the judge/rewriter", model_help="the judge/rewriter model, if not --model",
+                    threads=False)
         p.add_argument("--iterations", type=int, help="refinement rounds (default 3)")
         p.add_argument("--mode", choices=["instruction", "response", "both"], help="what a refinement rewrites")
         p.add_argument("--relevance-threshold", help="reject pairs whose response gains less than this (nats/token) "
                        "from its instruction, or 'auto': set from the self-check (default 0.05)")
-        p.add_argument("--relevance-model", help="the relevance gate's scorer (default 'embedded-scorer': "
-                       "Gemma-3-270M base); any model that gives token log-probabilities")
-        p.add_argument("--relevance-backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-        p.add_argument("--relevance-base-url", help="OpenAI-compatible server for the scorer (needs /v1/completions "
-                       "with echo and logprobs)")
+        model_flags(p, "relevance-", "the relevance gate's scorer (a server needs /v1/completions with echo and "
+                    "logprobs)", threads=False, model_help="the relevance gate's scorer (default 'embedded-scorer': "
+                    "Gemma-3-270M base); any model that gives token log-probabilities")
         p.add_argument("--no-relevance", action="store_true", help="switch the relevance gate off")
         p.add_argument("--decide", choices=["auto", "judge", "relevance", "both"],
                        help="which selectors make the final keep (default auto: those that pass the self-check)")
@@ -113,10 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 "refine.mode": a.get("mode"), "diversify.per_lang": a.get("per_lang"),
                                 "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
                                 "diversify.embedder": a.get("embedder")}
-    for section, own in (("generate", ""), ("refine", "judge_")):  # --judge-* flags win for the judge
-        for key in ("model", "backend", "base_url"):
-            flags[f"{section}.model.{key}"] = a.get(own + key) or a.get(key)
-        flags[f"{section}.model.options.n_threads"] = a.get("threads")
+    flags.update(model_settings(args, "generate.model"))
+    flags.update(model_settings(args, "refine.model", "judge_", fallback=""))  # --judge-* flags win for the judge
     if a.get("decontaminate"):
         flags["decontaminate.eval_sets"] = a["decontaminate"]
     threshold = a.get("relevance_threshold")
@@ -125,9 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             threshold = float(threshold)
         except ValueError:
             raise ValueError(f"--relevance-threshold must be a number or 'auto', not {threshold!r}") from None
-    flags.update({"relevance.threshold": threshold, "relevance.model.model": a.get("relevance_model"),
-                  "relevance.model.backend": a.get("relevance_backend"),
-                  "relevance.model.base_url": a.get("relevance_base_url"), "decide": a.get("decide"),
+    flags.update(model_settings(args, "relevance.model", "relevance_"))
+    flags.update({"relevance.threshold": threshold, "decide": a.get("decide"),
                   "selfcheck.size": a.get("selfcheck_size")})
     if a.get("no_relevance"):
         flags["relevance.enabled"] = False

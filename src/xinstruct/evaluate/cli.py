@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xinstruct.cliargs import model_flags, model_settings, overrides
+
 EPILOG_INFER = """\
 examples:
   xinstruct infer --model embedded --out runs/eval/base/answers                 # packaged questions, 11 languages
@@ -31,14 +33,6 @@ examples:
 """
 
 
-def _model_flags(p: argparse.ArgumentParser, prefix: str = "", what: str = "the model") -> None:
-    p.add_argument(f"--{prefix}model", help=f"{what}: 'embedded', a .gguf file, a local checkpoint folder, or the "
-                                            "served model name with --base-url")
-    p.add_argument(f"--{prefix}backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-    p.add_argument(f"--{prefix}base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument(f"--{prefix}threads", type=int, help="llama.cpp decode threads")
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of settings; flags override it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting by dotted path")
@@ -50,11 +44,8 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str], model_key: str
     a = vars(args)
     flags = {key: a.get(flag) for flag, key in mapping.items()}
     if model_key:
-        for f in ("model", "backend", "base_url"):
-            flags[f"{model_key}.{f}"] = a.get(prefix + f)
-        flags[f"{model_key}.options.n_threads"] = a.get(prefix + "threads")
-    out = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    return out + (["progress=false"] if a.get("no_progress") else []) + list(a.get("set") or [])
+        flags.update(model_settings(args, model_key, prefix))
+    return overrides(flags) + (["progress=false"] if a.get("no_progress") else []) + list(a.get("set") or [])
 
 
 def _infer_flags(p: argparse.ArgumentParser) -> None:
@@ -79,7 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "OUT/answers.jsonl, rejects.jsonl and manifest.json.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_INFER)
     _common(i)
-    _model_flags(i)
+    model_flags(i)
     _infer_flags(i)
     i.add_argument("--out", help="output folder (default: runs/infer)")
     i.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
@@ -96,11 +87,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                   "write OUT/answers/ and OUT/fidelity/ (result.json), and, with --reference, judge "
                                   "the answers against that reference's into OUT/judge/.")
     _common(r)
-    _model_flags(r)
+    model_flags(r)
     _infer_flags(r)
     r.add_argument("--out", required=True, help="output folder for this model's evaluation")
     r.add_argument("--reference", help="answers of a reference model (folder or answers.jsonl) to judge against")
-    _model_flags(r, "judge-", "the judge (default: the embedded model)")
+    model_flags(r, "judge-", "the judge (default: the embedded model)")
     r.set_defaults(func=cmd_run)
 
     j = es.add_parser("judge", help="pairwise LLM judge: candidate vs reference answers, both orders",
@@ -112,7 +103,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--candidate", help="answers of the model under test (folder or answers.jsonl)")
     j.add_argument("--reference", help="answers of the reference model")
     j.add_argument("--out", help="output folder (default: runs/judge)")
-    _model_flags(j, "judge-", "the judge (default: the embedded model)")
+    model_flags(j, "judge-", "the judge (default: the embedded model)")
     j.add_argument("--template", help="judge_pairwise (A/B/tie, default), judge_scores (X-Instruction's 0-10 "
                                       "scores) or a YAML template path")
     j.add_argument("--orders", type=int, choices=[1, 2], help="2: both orders (default); 1: candidate first only")
@@ -137,7 +128,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       description="Translate one language of a question set into others; writes OUT/LANG.jsonl "
                                   "(usable as --questions) and rejects.jsonl (failed, truncated, wrong language).")
     _common(t)
-    _model_flags(t)
+    model_flags(t)
     t.add_argument("--questions", help="question file or folder (default: packaged set)")
     t.add_argument("--source-lang", help="the language to translate from (default: en)")
     t.add_argument("--to", required=True, help="target languages, comma-separated")
@@ -151,7 +142,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "rejects.jsonl and result.json. --engine lm-eval runs lm-evaluation-harness on "
                                    "the same local file instead (transformers-loadable models).")
     _common(mc)
-    _model_flags(mc)
+    model_flags(mc)
     mc.add_argument("--task", required=True, choices=["xcopa", "xnli", "xstorycloze", "pawsx"])
     mc.add_argument("--data", help="a .jsonl/.json/.parquet/.tsv/.csv file, a `datasets` folder, or "
                                    "hf:NAME[:CONFIG[:SPLIT]] from the local cache (default: the packaged XCOPA-format "
@@ -172,7 +163,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         g = es.add_parser(kind, help=short, description=f"Score a model on {short}; writes OUT/predictions.jsonl, "
                                                         "rejects.jsonl and result.json.")
         _common(g)
-        _model_flags(g)
+        model_flags(g)
         g.add_argument("--data", required=True, help="the task file" + (" (source side of a Flores pair, or a "
                                                                          "JSONL/TSV with source and target)"
                                                                          if kind == "translation" else ""))
@@ -286,7 +277,11 @@ def cmd_translate_questions(args: argparse.Namespace) -> int:
 
 def cmd_mc(args: argparse.Namespace) -> int:
     from xinstruct.config import load_config
-    from xinstruct.evaluate.multiple_choice import MCConfig, packaged_fixture, run_multiple_choice
+    from xinstruct.evaluate.multiple_choice import (
+        MCConfig,
+        packaged_fixture,
+        run_multiple_choice,
+    )
 
     mapping = {k: k for k in ("task", "data", "lang", "split", "shots", "fewshot_data", "engine", "limit", "label",
                               "out")}

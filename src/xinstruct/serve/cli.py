@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
+
+from xinstruct.cliargs import model_flags, model_settings, overrides
 
 EPILOG = """\
 examples:
@@ -25,18 +26,14 @@ CHAT_FLAGS = {"label": "label", "compare_label": "compare_label", "system": "sys
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from xinstruct.evaluate.cli import _model_flags
-
     c = sub.add_parser("chat", help="a chat web page for a model, or two side by side (--compare)",
                        description="Serve a Gradio chat page: streamed answers, a system prompt, a target-language "
                                    "selector, and with --compare a second model answering the same messages.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _model_flags(c)
+    model_flags(c)
     c.add_argument("--compare", metavar="MODEL", help="a second model answering the same messages beside the first "
                                                      "(e.g. the base model): any form --model takes")
-    c.add_argument("--compare-backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-    c.add_argument("--compare-base-url", help="OpenAI-compatible server of the second model")
-    c.add_argument("--compare-threads", type=int, help="llama.cpp decode threads of the second model")
+    model_flags(c, "compare-", "the second model", model=False)
     c.add_argument("--label", help="the model's name on the page and in saved conversations")
     c.add_argument("--compare-label", help="the second model's name")
     c.add_argument("--system", help="the system prompt the page starts with")
@@ -58,17 +55,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def chat_overrides(args: argparse.Namespace) -> list[str]:
     a = vars(args)
     flags = {key: a.get(flag) for flag, key in CHAT_FLAGS.items()}
-    for f in ("model", "backend", "base_url"):
-        flags[f"model.{f}"] = a.get(f)
-        flags[f"compare.{f}"] = a.get("compare" if f == "model" else f"compare_{f}")
-    flags["model.options.n_threads"] = a.get("threads")
-    flags["compare.options.n_threads"] = a.get("compare_threads")
+    flags.update(model_settings(args, "model"))
+    flags.update(model_settings(args, "compare", "compare_", model_dest="compare"))
     extra = [f for f in ("compare_backend", "compare_base_url", "compare_threads") if a.get(f) is not None]
     if extra and a.get("compare") is None:
         raise SystemExit(f"--{extra[0].replace('_', '-')} needs --compare MODEL (the second model)")
     if a.get("autosave"):
         flags["autosave"] = True
-    return [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(a.get("set") or [])
+    return overrides(flags) + list(a.get("set") or [])
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

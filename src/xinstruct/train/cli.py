@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xinstruct.cliargs import model_flags, model_settings
+from xinstruct.cliargs import overrides as model_overrides
+
 EPILOG_TRAIN = """\
 examples:
   xinstruct train sft --data runs/demo --out runs/sft                  # LoRA on the embedded SmolLM2
@@ -29,13 +32,6 @@ examples:
   xinstruct data mix xinstruct_sw+alpaca_en*0.5 --alias alias.yaml --out runs/mix
   xinstruct data preferences --data runs/demo --samples 4 --out runs/prefs
 """
-
-
-def _model_flags(p: argparse.ArgumentParser, prefix: str = "", what: str = "") -> None:
-    p.add_argument(f"--{prefix}model", help=f"{what}'embedded', a .gguf file, a local checkpoint folder, or the "
-                                            "served model name with --base-url")
-    p.add_argument(f"--{prefix}backend", choices=["auto", "llama.cpp", "transformers", "vllm", "openai"])
-    p.add_argument(f"--{prefix}base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
 
 
 def _train_flags(p: argparse.ArgumentParser, *, data_help: str) -> None:
@@ -127,8 +123,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--data", help="prompts: a run folder, a file, or a spec joined by '+'")
     pf.add_argument("--alias")
     pf.add_argument("--out")
-    _model_flags(pf, what="the policy that samples answers: ")
-    _model_flags(pf, "judge-", what="the judge (default: --model): ")
+    model_flags(pf, what="the policy that samples answers", threads=False)
+    model_flags(pf, "judge-", "the judge (default: --model)", threads=False)
     pf.add_argument("--samples", type=int, help="answers sampled per prompt (default 4)")
     pf.add_argument("--limit", type=int, help="only the first N prompts")
     pf.add_argument("--no-reference", action="store_true", help="do not use the dataset's own response")
@@ -212,11 +208,8 @@ def cmd_preferences(args: argparse.Namespace) -> int:
     a = vars(args)
     flags = {"data": "data", "alias": "alias", "out": "out", "samples": "samples", "limit": "limit"}
     overrides = [f"{k}={json.dumps(a[f])}" for f, k in flags.items() if a.get(f) is not None]
-    for section, own in (("policy", ""), ("judge", "judge_")):
-        for key in ("model", "backend", "base_url"):
-            v = a.get(own + key) or a.get(key)
-            if v is not None:
-                overrides.append(f"{section}.{key}={json.dumps(v)}")
+    overrides += model_overrides({**model_settings(args, "policy"),
+                                  **model_settings(args, "judge", "judge_", fallback="")})
     if args.no_reference:
         overrides.append("include_reference=false")
     if args.no_progress:
