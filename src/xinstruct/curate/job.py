@@ -53,7 +53,7 @@ from xinstruct.execution.pool import ModelPool, StageLLM
 from xinstruct.execution.provenance import input_fingerprint, versions
 from xinstruct.execution.shards import Counting, StageStats, Stream, run_sharded
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
-from xinstruct.llm import LLM, RequestCache
+from xinstruct.llm import LLM
 from xinstruct.records import Record, Reject, stable_hash
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     out = Path(cfg.out)
     work = out / "work"
     t_start = time.perf_counter()
-    cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    pool = ModelPool(cache, llm, models)
+    pool = ModelPool.open(cfg.cache, out, llm, models)
     shard_size = cfg.effective_shard_size()
     counts: dict[str, Any] = {}
     selection: dict[str, Any] = {}
@@ -231,9 +230,8 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             info["folder"] = str(Path(info["folder"]).relative_to(out))
             stage_info["diversify"] = info
     finally:
-        models = pool.identities()  # before close(), which forgets them
         pool.close()
-        cache.close()
+    models = pool.identities()
 
     tally = _RejectTally()
     n_samples = write_jsonl(out / "samples.jsonl", tally.langs(records))

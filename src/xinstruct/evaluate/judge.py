@@ -27,7 +27,7 @@ from xinstruct.evaluate.runner import dump_config
 from xinstruct.evaluate.stats import SCORE, bootstrap_ci, length_controlled_win_rate, win_rate
 from xinstruct.io import read_jsonl, write_jsonl
 from xinstruct.languages import language_name
-from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig, RequestCache
+from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
 from xinstruct.llm.identity import default_label, model_identity
 from xinstruct.parsers import PairwiseVerdict, ParseError, load_template_with_parser
 from xinstruct.records import Reject, stable_hash
@@ -245,7 +245,7 @@ def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
     """Judge every question both sides answered; resumable (sharded, request-cached). Returns the result."""
     from xinstruct.evaluate.results import file_sha256, make_result, write_result
     from xinstruct.execution.pool import ModelPool
-    from xinstruct.execution.shards import run_sharded
+    from xinstruct.execution.shards import read_shards, run_sharded
 
     cfg.validate()
     units, rejects, cand_model, ref_model = pair_answers(cfg)
@@ -253,8 +253,7 @@ def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
         raise ValueError(f"no question has both a candidate ({cfg.candidate}) and a reference ({cfg.reference}) "
                          "answer")
     out = Path(cfg.out)
-    cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    pool = ModelPool(cache, llm)
+    pool = ModelPool.open(cfg.cache, out, llm)
     stage = pool.stage_llm(cfg.judge)
     judge: PairwiseJudge | None = None
     template = load_template_with_parser(cfg.template)[0]
@@ -267,13 +266,9 @@ def run_judge(cfg: JudgeConfig, llm: LLM | None = None) -> dict[str, Any]:
     settings = {k: v for k, v in dump_config(cfg).items()
                 if k not in ("out", "cache", "bootstrap", "seed", "candidate", "reference", "lang", "judge")}
     key = stable_hash(JUDGE_FORMAT, model_identity(cfg.judge), template.id, settings, units)
-    try:
+    with pool:
         folder, stats = run_sharded("judge", key, units, len(units), step, cfg.batch_size, cfg, out / "work")
-    finally:
-        pool.close()
-        cache.close()
-    rows = [item["record"] for p in sorted(folder.glob("shard-*.jsonl")) for item in read_jsonl(p)
-            if "record" in item]
+    rows = read_shards(folder)[0]
     write_jsonl(out / "judgments.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects)
     per_lang = {lang: summarize([r for r in rows if r["lang"] == lang], cfg.bootstrap, cfg.seed)

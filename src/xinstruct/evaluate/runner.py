@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.config import to_dict
-from xinstruct.io import read_jsonl
-from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig, RequestCache
+from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
 from xinstruct.llm.identity import model_identity
 from xinstruct.records import Reject, stable_hash
 
@@ -51,14 +50,13 @@ def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, p
     `cfg` is any config with `shard_size` and `progress`; `llm` replaces loading `model` (tests).
     """
     from xinstruct.execution.pool import ModelPool
-    from xinstruct.execution.shards import run_sharded
+    from xinstruct.execution.shards import read_shards, run_sharded
 
     ids = [(i.lang, i.id) for i in items]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise ValueError(f"{name}: two prompts share the id {dup[1]!r} in language {dup[0]!r}")
-    request_cache = RequestCache(cache or out / "cache" / "llm.sqlite")
-    pool = ModelPool(request_cache, llm)
+    pool = ModelPool.open(cache, out, llm)
     stage = pool.stage_llm(model)
     p = params.to_dict()
     p.pop("json_schema", None)
@@ -80,16 +78,10 @@ def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, p
 
     key = stable_hash(RUNNER_FORMAT, model_identity(model), p, cfg.shard_size,
                       [dataclasses.asdict(i) for i in items])
-    try:
+    with pool:
         folder, stats = run_sharded(name, key, items, len(items), step, batch_size, cfg, out / "work")
-        identity = pool.identities()
-    finally:
-        pool.close()
-        request_cache.close()
-    rows, rejects = [], []
-    for path in sorted(folder.glob("shard-*.jsonl")):
-        for item in read_jsonl(path):
-            (rows.append(item["record"]) if "record" in item else rejects.append(item["reject"]))
+    identity = pool.identities()
+    rows, rejects = read_shards(folder)
     card = {"label": label, "model": model.model, "backend": model.resolved_backend(),
             "model_id": rows[0]["model"]["model_id"] if rows else (identity[0]["model_id"] if identity else None)}
     calls = {**stage.stats(), "seconds": round(stats.seconds, 2), "shards_resumed": stats.extra["shards_resumed"],

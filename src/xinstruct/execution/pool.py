@@ -1,9 +1,12 @@
 """The model pool: each distinct model loaded once (on its first cache miss), behind the request cache, and
-shared by the stages of a run; each stage sees it through a `StageLLM` that counts the stage's own calls."""
+shared by the stages of a run; each stage sees it through a `StageLLM` that counts the stage's own calls.
+Every stage family opens its models this way (`ModelPool.open`), so one place sets up and tears down the
+request cache and the engines."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from xinstruct.config import to_dict
@@ -14,10 +17,28 @@ from xinstruct.records import stable_hash
 class ModelPool:
     """Loads each distinct model once (on its first cache miss) and shares it between stages."""
 
-    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM] | None = None):
-        self.cache, self.llm, self.by_role = cache, llm, dict(by_role or {})
+    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM | None] | None = None):
+        """`llm` replaces loading any model, `by_role` the model of a role (tests, or engines built elsewhere)."""
+        self.cache, self.llm = cache, llm
+        self.by_role = {k: v for k, v in (by_role or {}).items() if v is not None}
         self._loaded: dict[str, CachedLLM] = {}
         self._configs: dict[str, ModelConfig] = {}
+        self._identities: list[dict[str, Any]] = []
+        self._owns_cache = False
+
+    @classmethod
+    def open(cls, cache: str | Path | None, out: str | Path, llm: LLM | None = None,
+             by_role: dict[str, LLM | None] | None = None) -> ModelPool:
+        """A pool over the request cache file `cache` (None: OUT/cache/llm.sqlite), closed with the pool."""
+        pool = cls(RequestCache(cache or Path(out) / "cache" / "llm.sqlite"), llm, by_role)
+        pool._owns_cache = True
+        return pool
+
+    def __enter__(self) -> ModelPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
         given = self.by_role.get(role or "") or self.llm
@@ -33,13 +54,23 @@ class ModelPool:
         return StageLLM(self, cfg, role)
 
     def identities(self) -> list[dict[str, Any]]:
+        """The models loaded (also after `close`, which releases them)."""
+        if not self._loaded:
+            return list(self._identities)
         return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
                 for k, m in self._loaded.items()]
 
     def close(self) -> None:
-        for m in self._loaded.values():
-            m.close()
-        self._loaded.clear()
+        """Release every loaded engine (and the request cache, if `open` made it)."""
+        if self._loaded:
+            self._identities = self.identities()
+        try:
+            for m in self._loaded.values():
+                m.close()
+        finally:
+            self._loaded.clear()
+            if self._owns_cache:
+                self.cache.close()
 
 
 class StageLLM(LLM):

@@ -107,6 +107,17 @@ def shard_lines(folder: Path, kind: str = "") -> Iterator[str]:
             yield from (line for line in f if line.startswith(start))
 
 
+def read_shards(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, rejects) of a sharded stage's folder, in order, as JSON objects: for outputs that are rows, not
+    records (answers, verdicts, preference pairs), and small enough to hold."""
+    rows: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    for line in shard_lines(folder):
+        item = json.loads(line)
+        (rows.append(item["record"]) if "record" in item else rejects.append(item["reject"]))
+    return rows, rejects
+
+
 class Stream:
     """A stage's records, read again from its files each time they are iterated, so a stage never holds
     the corpus in memory: `len` is their number."""

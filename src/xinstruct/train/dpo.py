@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.curate.refine import PairJudge, RefineConfig
-from xinstruct.execution.shards import run_sharded
-from xinstruct.io import atomic_write, read_jsonl, write_jsonl
+from xinstruct.execution.pool import ModelPool
+from xinstruct.execution.shards import read_shards, run_sharded
+from xinstruct.io import atomic_write, write_jsonl
 from xinstruct.langid import default_identifier
-from xinstruct.llm import LLM, CachedLLM, ChatRequest, GenerationParams, ModelConfig, RequestCache, load_llm
+from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
 from xinstruct.records import Reject, stable_hash
 from xinstruct.train.formats import Example
 from xinstruct.train.sft import TrainConfig, _train, common_args, peft_config
@@ -141,15 +142,8 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
     mix = build_mix(cfg.data, aliases=cfg.alias, fmt=cfg.format, seed=cfg.seed)
     examples = mix.examples[: cfg.limit] if cfg.limit else mix.examples
     out = Path(cfg.out)
-    cache = RequestCache(cfg.cache or out / "cache" / "llm.sqlite")
-    loaded: dict[str, LLM] = {}
-
-    def get(mc: ModelConfig, given: LLM | None) -> LLM:
-        key = json.dumps(dataclasses.asdict(mc), sort_keys=True) + (f"#{id(given)}" if given else "")
-        if key not in loaded:  # one model serves both roles when policy and judge are the same
-            loaded[key] = CachedLLM(given or load_llm(mc), cache)
-        return loaded[key]
-
+    # One model serves both roles when policy and judge are the same setting (and none is given).
+    pool = ModelPool.open(cfg.cache, out, by_role={"policy": policy, "judge": judge})
     t0 = time.perf_counter()
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "cache", "progress", "limit")}
     builder: PreferenceBuilder | None = None
@@ -157,20 +151,14 @@ def build_preferences(cfg: PreferenceConfig, *, policy: LLM | None = None, judge
     def step(batch: Sequence[Example]) -> tuple[list[dict[str, Any]], list[Reject]]:
         nonlocal builder
         if builder is None:  # models load only when a shard is left to do
-            builder = PreferenceBuilder(cfg, get(cfg.policy, policy), get(cfg.judge, judge))
+            builder = PreferenceBuilder(cfg, pool.get(cfg.policy, "policy"), pool.get(cfg.judge, "judge"))
         return builder(batch)
 
-    try:
+    with pool:
         folder, stats = run_sharded("preferences", stable_hash(settings, [e.to_row() for e in examples]), examples,
                                     len(examples), step, cfg.shard_size, cfg, out / "work")
-    finally:
-        for llm in loaded.values():
-            llm.close()
-        cache.close()
-    rows, rejects = [], [r.to_dict() for r in mix.rejects]
-    for path in sorted(folder.glob("shard-*.jsonl")):
-        for item in read_jsonl(path):
-            (rows.append(item["record"]) if "record" in item else rejects.append(item["reject"]))
+    rows, shard_rejects = read_shards(folder)
+    rejects = [r.to_dict() for r in mix.rejects] + shard_rejects
     write_jsonl(out / "preferences.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects)
 

@@ -1,0 +1,83 @@
+"""The one model pool that every stage family opens: one engine per model setting, the request cache in
+front of it, everything released on close."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from xinstruct.execution.pool import ModelPool
+from xinstruct.execution.shards import read_shards, run_sharded
+from xinstruct.llm import LLM, ChatRequest, Generation, ModelConfig
+from xinstruct.records import Reject
+
+
+class Echo(LLM):
+    backend = "echo"
+
+    def __init__(self, name: str):
+        self.model_id, self.calls, self.closed = name, 0, 0
+
+    def generate(self, requests):
+        self.calls += len(requests)
+        return [Generation(f"{self.model_id}: {r.messages[-1]['content']}", "stop") for r in requests]
+
+    def close(self):
+        self.closed += 1
+
+
+def ask(text: str) -> list[ChatRequest]:
+    return [ChatRequest(messages=({"role": "user", "content": text},))]
+
+
+def test_a_pool_opened_on_a_folder_caches_calls_and_closes_engines_and_cache(tmp_path):
+    policy, judge = Echo("policy"), Echo("judge")
+    with ModelPool.open(None, tmp_path, by_role={"policy": policy, "judge": judge}) as pool:
+        a = pool.get(ModelConfig(), "policy")
+        b = pool.get(ModelConfig(), "judge")  # the same setting, another given engine: kept apart by role
+        assert a.generate(ask("x"))[0].text == "policy: x" and b.generate(ask("x"))[0].text == "judge: x"
+        assert a.generate(ask("x"))[0].cached  # the second call is the cache's
+        assert policy.calls == 1 and pool.get(ModelConfig(), "policy") is a
+    assert (tmp_path / "cache" / "llm.sqlite").is_file()
+    assert policy.closed == 1 and judge.closed == 1
+    assert {m["model_id"] for m in pool.identities()} == {"policy", "judge"}  # still known after close
+    with pytest.raises(sqlite3.ProgrammingError):  # the pool closed the cache it opened
+        len(pool.cache)
+    # A reopened pool answers the same call from the file, without the engine.
+    again = Echo("policy")
+    with ModelPool.open(None, tmp_path, by_role={"policy": again}) as pool:
+        assert pool.get(ModelConfig(), "policy").generate(ask("x"))[0].text == "policy: x"
+    assert again.calls == 0
+
+
+def test_one_engine_serves_roles_that_share_a_setting(tmp_path, monkeypatch):
+    loaded = []
+
+    def fake_load(cfg):
+        loaded.append(cfg)
+        return Echo(f"m{len(loaded)}")
+
+    monkeypatch.setattr("xinstruct.llm.load_llm", fake_load)
+    with ModelPool.open(None, tmp_path, by_role={"policy": None}) as pool:  # None: not given, loaded
+        assert pool.get(ModelConfig(model="a.gguf"), "policy") is pool.get(ModelConfig(model="a.gguf"), "judge")
+        assert pool.get(ModelConfig(model="b.gguf"), "judge").model_id == "m2"
+    assert [c.model for c in loaded] == ["a.gguf", "b.gguf"]
+
+
+def test_sharded_rows_come_back_in_order_with_their_rejects(tmp_path):
+    class Cfg:
+        shard_size, progress = 2, False
+
+    def step(batch):
+        rows = [{"n": n} for n in batch if n % 3]
+        rejects = [Reject(stage="t", reason="three", detail=f"{n} divides by 3", unit="row", id=str(n))
+                   for n in batch if not n % 3]
+        return rows, rejects
+
+    folder, stats = run_sharded("t", "k", range(1, 8), 7, step, None, Cfg(), tmp_path)
+    rows, rejects = read_shards(folder)
+    assert [r["n"] for r in rows] == [1, 2, 4, 5, 7] and [r["id"] for r in rejects] == ["3", "6"]
+    assert stats.extra == {"shards": 4, "shards_resumed": 0}
+    assert json.loads((folder / "shard-00001.jsonl").read_text().splitlines()[1])["reject"]["reason"] == "three"
