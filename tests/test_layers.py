@@ -1,8 +1,9 @@
 """The package's dependencies point one way: CLI -> stage families -> execution -> LLM -> core.
 
 Every `import` in src/xinstruct is read, those inside functions included (a lazy import is still a
-dependency), and the test fails on an import cycle, on an import of a higher layer, and on a module that no
-layer claims (a new top-level module has to be placed here, on purpose).
+dependency), and the test fails on an import cycle, on an import of a higher layer, on a module that no
+layer claims (a new top-level module has to be placed here, on purpose), and on a private name (`_helper`)
+imported from another part of the package.
 """
 
 from __future__ import annotations
@@ -132,11 +133,28 @@ def cycles(g: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
     return out
 
 
+def private_imports(root: Path = SRC) -> list[str]:
+    """`from A import _name` where A is in another part of the package (`xinstruct.X...` vs `xinstruct.Y...`):
+    a private helper used across parts belongs in a module both may import, under a public name."""
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    def part(m: str) -> str:
+        return m.split(".")[1] if m.count(".") else ""
+
+    bad = []
+    for mod, p in files.items():
+        for base, names, line in imports(p.read_text(encoding="utf-8"), mod, p.name == "__init__.py"):
+            for n in names:
+                if n.startswith("_") and not n.startswith("__") and part(base) != part(mod):
+                    bad.append(f"{mod}:{line} imports {base}.{n}")
+    return bad
+
+
 def test_the_package_has_no_import_cycle_and_no_upward_import():
     g = graph()
     assert len(g) > 50  # the walk found the package
     assert not cycles(g), f"import cycles: {cycles(g)}"
     assert not violations(g), "\n".join(violations(g))
+    assert not private_imports(), private_imports()
 
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -158,6 +176,7 @@ def test_the_walk_finds_an_upward_import_hidden_inside_a_function(tmp_path):
         "curate/__init__.py": "",
         "curate/job.py": "",
         "serve/chat.py": "def g():\n    import xinstruct.evaluate.runner\n",
+        "serve/cli.py": "from xinstruct.evaluate.cli import _model_flags\nfrom xinstruct.serve.chat import _own\n",
         "evaluate/runner.py": "",
         "stray.py": "",
     })
@@ -167,7 +186,8 @@ def test_the_walk_finds_an_upward_import_hidden_inside_a_function(tmp_path):
     assert any(v.startswith("xinstruct.records:2 imports xinstruct.curate.job: core -> family") for v in found)
     assert any("serve -> evaluate between stage families" in v for v in found)
     assert any(v.startswith("xinstruct.stray: no layer") for v in found)
-    assert len(found) == 3
+    assert len(found) == 3  # serve/cli.py -> evaluate/cli.py is within the CLI layer
+    assert private_imports(root) == ["xinstruct.serve.cli:1 imports xinstruct.evaluate.cli._model_flags"]
 
 
 @pytest.mark.parametrize("files, cycle", [
