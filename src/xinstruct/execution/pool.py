@@ -22,8 +22,7 @@ class ModelPool:
         self.cache, self.llm = cache, llm
         self.by_role = {k: v for k, v in (by_role or {}).items() if v is not None}
         self._loaded: dict[str, CachedLLM] = {}
-        self._configs: dict[str, ModelConfig] = {}
-        self._identities: list[dict[str, Any]] = []
+        self._identities: list[dict[str, Any]] = []  # of the models loaded, in load order (kept after close)
         self._owns_cache = False
 
     @classmethod
@@ -40,14 +39,17 @@ class ModelPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def given(self, role: str | None) -> LLM | None:
+        """The engine given for `role` (or for every role), if any: it replaces loading the model."""
+        return self.by_role.get(role or "") or self.llm
+
     def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
-        given = self.by_role.get(role or "") or self.llm
         key = stable_hash(to_dict(cfg), role if role in self.by_role else None)
         if key not in self._loaded:
             from xinstruct.llm import load_llm
 
-            self._loaded[key] = CachedLLM(given or load_llm(cfg), self.cache)
-            self._configs[key] = cfg
+            m = self._loaded[key] = CachedLLM(self.given(role) or load_llm(cfg), self.cache)
+            self._identities.append({"backend": m.backend, "model_id": m.model_id, "config": to_dict(cfg)})
         return self._loaded[key]
 
     def stage_llm(self, cfg: ModelConfig, role: str | None = None) -> StageLLM:
@@ -55,15 +57,10 @@ class ModelPool:
 
     def identities(self) -> list[dict[str, Any]]:
         """The models loaded (also after `close`, which releases them)."""
-        if not self._loaded:
-            return list(self._identities)
-        return [{"backend": m.backend, "model_id": m.model_id, "config": to_dict(self._configs[k])}
-                for k, m in self._loaded.items()]
+        return list(self._identities)
 
     def close(self) -> None:
         """Release every loaded engine (and the request cache, if `open` made it)."""
-        if self._loaded:
-            self._identities = self.identities()
         try:
             for m in self._loaded.values():
                 m.close()
@@ -87,7 +84,7 @@ class StageLLM(LLM):
         """The backend's, known from the setting before the model loads (a resumed run may never load it)."""
         if self._m is not None:
             return self._m.max_batch
-        given = self._pool.by_role.get(self._role or "") or self._pool.llm
+        given = self._pool.given(self._role)
         if given is not None:
             return given.max_batch
         backend = self._cfg.resolved_backend()
