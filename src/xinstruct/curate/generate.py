@@ -25,7 +25,7 @@ from xinstruct.curate.similarity import (
 )
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
-from xinstruct.llm.artifacts import is_backward_model as _is_backward
+from xinstruct.llm.artifacts import is_backward_model
 from xinstruct.llm.cache import as_ready
 from xinstruct.parsers import ParseError, load_template_with_parser
 from xinstruct.prompts import PromptTemplate
@@ -71,11 +71,6 @@ class GenerateConfig:
     frame_copy_share: float = FRAME_COPY_SHARE
 
 
-def is_backward_model(mc: ModelConfig) -> bool:
-    """Whether the model is a backward model saved by `xinstruct train backward`."""
-    return _is_backward(mc.model, mc.base_url)
-
-
 def _truncate(text: str, n: int) -> str:
     if len(text) <= n:
         return text
@@ -97,7 +92,7 @@ class InstructionGenerator:
         if cfg.shot_sets < 1 or cfg.rotate_every < 1:
             raise ValueError("generate.shot_sets and generate.rotate_every must be >= 1")
         if cfg.num_shots is None:
-            cfg.num_shots = 0 if is_backward_model(cfg.model) else 2
+            cfg.num_shots = 0 if is_backward_model(cfg.model.model, cfg.model.base_url) else 2
         self.cfg = cfg
         self.template: PromptTemplate
         self.template, self.parse = load_template_with_parser(cfg.template)
