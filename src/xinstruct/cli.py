@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from xinstruct import __version__
-from xinstruct.cliargs import model_flags, model_settings
+from xinstruct.cliargs import executor_flags, executor_settings, model_flags, model_settings
 
 EPILOG_CURATE = """\
 examples:
@@ -70,6 +70,8 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
                     threads="llama.cpp decode threads (default: 1 on <= 2 cores)",
                     model_help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint folder, or "
                     "the served model name with --base-url (all LLM stages)")
+    if "generate" in stages or "refine" in stages:
+        executor_flags(p)
     if "refine" in stages:
         model_flags(p, "judge-", "the judge/rewriter", model_help="the judge/rewriter model, if not --model",
                     threads=False)
@@ -111,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
                                 "diversify.embedder": a.get("embedder")}
     flags.update(model_settings(args, "generate.model"))
+    flags.update(executor_settings(args))
     flags.update(model_settings(args, "refine.model", "judge_", fallback=""))  # --judge-* flags win for the judge
     if a.get("decontaminate"):
         flags["decontaminate.eval_sets"] = a["decontaminate"]

@@ -47,3 +47,19 @@ def model_settings(args: argparse.Namespace, key: str, prefix: str = "", *, fall
 def overrides(settings: dict[str, Any]) -> list[str]:
     """`key=json` for every setting that a flag gave (not None)."""
     return [f"{k}={json.dumps(v)}" for k, v in settings.items() if v is not None]
+
+
+def executor_flags(p: argparse.ArgumentParser) -> None:
+    """`--executor`, `--ray-address`, `--ray-actors`: where a command's LLM stages run."""
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="run the LLM stages in this process (local, default) or on Ray Data actors (ray)")
+    p.add_argument("--ray-address", help="with --executor ray: a running cluster ('auto', ray://head:10001); "
+                                         "default: a local Ray on this machine's cores")
+    p.add_argument("--ray-actors", type=int, help="with --executor ray: actors per LLM stage (default: from the "
+                                                  "cluster's CPUs/GPUs and the backend)")
+
+
+def executor_settings(args: argparse.Namespace, key: str = "executor") -> dict[str, Any]:
+    a = vars(args)
+    return {f"{key}.kind": a.get("executor"), f"{key}.address": a.get("ray_address"),
+            f"{key}.actors": a.get("ray_actors")}

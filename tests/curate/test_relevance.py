@@ -41,7 +41,7 @@ def test_gain_is_the_mean_log_likelihood_gain_per_token():
 
 def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():
     llm = TopicScorer()
-    gate = RelevanceGate(RelevanceScorer(RelevanceConfig(), llm), threshold=0.25, decides=True, phase="pre")
+    gate = RelevanceGate(RelevanceConfig(), threshold=0.25, decides=True, phase="pre", llm=llm)
     good = rec("a", "How is ugali cooked?", "ugali hupikwa kwa unga")
     bad = rec("b", "What is the capital of Kenya?", "ugali hupikwa kwa unga")
     kept, rejects = gate([good, bad])
@@ -57,7 +57,7 @@ def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():
 
 
 def test_gate_that_does_not_decide_only_records():
-    gate = RelevanceGate(RelevanceScorer(RelevanceConfig(), TopicScorer()), threshold=5.0, decides=False, phase="post")
+    gate = RelevanceGate(RelevanceConfig(), threshold=5.0, decides=False, phase="post", llm=TopicScorer())
     kept, rejects = gate([rec("b", "What is the capital of Kenya?", "ugali hupikwa")])
     assert len(kept) == 1 and rejects == [] and kept[0].relevance_scores()[0]["decides"] is False
 

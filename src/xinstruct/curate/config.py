@@ -19,6 +19,7 @@ from xinstruct.curate.prepare import PrepareConfig
 from xinstruct.curate.refine import RefineConfig
 from xinstruct.curate.relevance import RelevanceConfig
 from xinstruct.curate.selfcheck import SelfCheckConfig
+from xinstruct.execution.executors import ExecutorConfig
 from xinstruct.execution.shards import shard_size_for
 
 
@@ -48,6 +49,8 @@ class CurateConfig:
     decide: str = "auto"
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     diversify: DiversifyConfig = field(default_factory=DiversifyConfig)
+    # Where the LLM stages run: in this process (local) or on Ray Data actors (ray), with the same output files.
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def effective_shard_size(self) -> int:
         if self.shard_size is not None:

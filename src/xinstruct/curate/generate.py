@@ -1,9 +1,9 @@
 """Generation stage: instruction back-translation (X-Instruction, step 1).
 
 For each native text the model writes the English instruction that the text answers,
-taught by few-shot seed pairs in the same language. The step is a callable over a
-batch of records that builds its LLM lazily from config, so it runs in-process or as a
-Ray Data `map_batches` actor unchanged.
+taught by few-shot seed pairs in the same language. The generator is a `Step`: built from
+its config alone and bound to an engine where it runs, so the local executor and a Ray
+Data actor run it unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from xinstruct.config import to_dict
 from xinstruct.curate.seeds import Seed, load_seeds
 from xinstruct.curate.similarity import (
     FRAME_COPY_SHARE,
@@ -23,6 +24,7 @@ from xinstruct.curate.similarity import (
     frame_share,
     word_list,
 )
+from xinstruct.execution.step import Step
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
 from xinstruct.llm.artifacts import is_backward_model
@@ -32,6 +34,7 @@ from xinstruct.prompts import PromptTemplate
 from xinstruct.records import Provenance, Record, Reject, stable_hash
 
 STAGE = "generate"
+GENERATE_FORMAT = "1"  # bump when the stage's output for the same input and settings changes
 SHOT_SELECTIONS = ("rotate", "random", "fixed")
 SHOT_SET = "shot_set"  # the meta key `rotation()` sets on each record before its prompt is built
 
@@ -83,8 +86,10 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .?!")
 
 
-class InstructionGenerator:
+class InstructionGenerator(Step):
     """Turns records holding native text into (English instruction, native response) pairs."""
+
+    name = role = STAGE
 
     def __init__(self, cfg: GenerateConfig, llm: LLM | None = None):
         if cfg.shot_selection not in SHOT_SELECTIONS:
@@ -103,17 +108,15 @@ class InstructionGenerator:
         self._seed_instructions = {_norm(s.instruction) for s in self.seeds}
         self._seed_index = InstructionIndex([s.instruction for s in self.seeds])
         self._seed_words = [word_list(s.instruction) for s in self.seeds]
-        self._llm = llm
         self.params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                        seed=cfg.seed)
+        super().__init__(llm)
 
-    @property
-    def llm(self) -> LLM:
-        if self._llm is None:
-            from xinstruct.llm import load_llm
+    def model_config(self) -> ModelConfig:
+        return self.cfg.model
 
-            self._llm = load_llm(self.cfg.model)
-        return self._llm
+    def fingerprint(self) -> str:
+        return stable_hash(GENERATE_FORMAT, to_dict(self.cfg), self.template.id, self.seeds_fingerprint())
 
     def seeds_fingerprint(self) -> str:
         return stable_hash([(s.instruction, s.response, s.lang) for s in self.seeds])

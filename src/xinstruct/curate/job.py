@@ -49,19 +49,17 @@ from xinstruct.curate.relevance import RelevanceGate, RelevanceScorer
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
-from xinstruct.execution.pool import ModelPool, StageLLM
+from xinstruct.execution.executors import Executor, make_executor
+from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.provenance import input_fingerprint, versions
-from xinstruct.execution.shards import Counting, StageStats, Stream, run_sharded
+from xinstruct.execution.shards import Counting, StageStats, Stream
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM
 from xinstruct.records import Record, Reject, stable_hash
 
 log = logging.getLogger(__name__)
 
-PREPARE_FORMAT = "1"  # bump when prepare's output for the same input and settings changes
-GENERATE_FORMAT = "1"
-REFINE_FORMAT = "1"
-RELEVANCE_FORMAT = "1"
+PREPARE_FORMAT = "1"  # bump when prepare's output for the same input and settings changes (the LLM steps keep theirs)
 SELFCHECK_FORMAT = "1"
 DIVERSIFY_FORMAT = "2"  # 2: near-duplicate instructions are never both sampled
 
@@ -149,6 +147,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     work = out / "work"
     t_start = time.perf_counter()
     pool = ModelPool.open(cfg.cache, out, llm, models)
+    executor = make_executor(cfg.executor, pool)
     shard_size = cfg.effective_shard_size()
     counts: dict[str, Any] = {}
     selection: dict[str, Any] = {}
@@ -171,17 +170,15 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
                                      + prep_counts["documents_rejected"]}
             rejects.append(lambda: (Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")))
             gen_cfg = replace(cfg.generate, model=cfg.generate.model.for_batches())  # the engine in the shard key
-            gen_llm = pool.stage_llm(gen_cfg.model, "generate")
-            gen = InstructionGenerator(gen_cfg, llm=gen_llm)
-            key = stable_hash(GENERATE_FORMAT, prep.name, to_dict(gen_cfg), gen.template.id,
-                              gen.seeds_fingerprint(), shard_size)
-            folder, st = run_sharded("generate", key, gen.rotation(read_records(prep / "records.jsonl")),
-                                     prep_counts["records"], gen, cfg.generate.batch_size, cfg, work, shard_size)
+            gen = InstructionGenerator(gen_cfg)
+            key = stable_hash(prep.name, gen.fingerprint(), shard_size)
+            folder, st = executor.run(gen, key, gen.rotation(read_records(prep / "records.jsonl")),
+                                      prep_counts["records"], cfg.generate.batch_size, cfg, work, shard_size)
             records, rej, n_rej = Stream.of_shards(folder)
             rejects.append(rej)
             upstream = folder.name
             prompts["generate"] = gen.template.id
-            stage_info["generate"] = _stage(st, folder, out, n_rej, gen_llm)
+            stage_info["generate"] = _stage(st, folder, out, n_rej)
         else:
             src = Path(cfg.input or "")
             if not cfg.input:
@@ -194,21 +191,20 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
 
         if "refine" in stages:
             ref_llm = pool.stage_llm(cfg.refine.model, "refine")
-            sel = Selection.setup(cfg, pool, ref_llm, records, work, out)
+            sel = Selection.setup(cfg, pool, ref_llm, records, work, out, executor)
             selection = sel.info
             if sel.gate is not None:
                 records, rej, upstream = sel.run_gate("pre", records, upstream, stage_info)
                 rejects.append(rej)
-            refiner = Refiner(cfg.refine, ref_llm, decides=sel.judge_decides)
-            key = stable_hash(REFINE_FORMAT, upstream, to_dict(cfg.refine), refiner.templates, shard_size,
-                              sel.judge_decides)
-            folder, st = run_sharded("refine", key, records, len(records), refiner,  # type: ignore[arg-type]
-                                     cfg.refine.effective_batch_size(), cfg, work, shard_size)
+            refiner = Refiner(cfg.refine, decides=sel.judge_decides)
+            key = stable_hash(upstream, refiner.fingerprint(), shard_size)
+            folder, st = executor.run(refiner, key, records, len(records),  # type: ignore[arg-type]
+                                      cfg.refine.effective_batch_size(), cfg, work, shard_size)
             records, rej, n_rej = Stream.of_shards(folder)
             rejects.append(rej)
             upstream = folder.name
             prompts["refine"] = refiner.templates
-            stage_info["refine"] = _stage(st, folder, out, n_rej, ref_llm)
+            stage_info["refine"] = _stage(st, folder, out, n_rej)
             if sel.gate is not None:
                 records, rej, upstream = sel.run_gate("post", records, upstream, stage_info)
                 rejects.append(rej)
@@ -310,9 +306,9 @@ def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
     return run_pipeline(cfg, STAGES, llm)
 
 
-def _stage(st: StageStats, folder: Path, out: Path, rejected: int, llm: StageLLM) -> dict[str, Any]:
+def _stage(st: StageStats, folder: Path, out: Path, rejected: int) -> dict[str, Any]:
     return {"seconds": round(st.seconds, 2), "resumed": st.resumed, "folder": str(folder.relative_to(out)),
-            "rejected": rejected, **st.extra, "llm": llm.stats()}
+            "rejected": rejected, **st.extra, "llm": st.llm}
 
 
 def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work: Path,
@@ -367,15 +363,15 @@ class Selection:
     off or cannot score here), its threshold, whether the judge decides, and `info` for the manifest."""
 
     def __init__(self, cfg: CurateConfig, gate: RelevanceScorer | None, threshold: float | None,
-                 judge_decides: bool, gate_decides: bool, info: dict[str, Any], work: Path, out: Path):
+                 judge_decides: bool, gate_decides: bool, info: dict[str, Any], work: Path, out: Path,
+                 executor: Executor):
         self.cfg, self.gate, self.threshold = cfg, gate, threshold
         self.judge_decides, self.gate_decides, self.info = judge_decides, gate_decides, info
-        self.work, self.out = work, out
-        self.pool: ModelPool | None = None
+        self.work, self.out, self.executor = work, out, executor
 
     @classmethod
     def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Iterable[Record], work: Path,
-              out: Path) -> Selection:
+              out: Path, executor: Executor) -> Selection:
         rc, sc = cfg.relevance, cfg.selfcheck
         rc.validate()
         sc.validate()
@@ -434,9 +430,7 @@ class Selection:
         info.update(judge_decides=judge_decides, gate_decides=gate_decides, why=why)
         if cfg.decide == "auto" and ("failed" in why or "no selector" in why):
             log.warning("selection: %s", why)
-        sel = cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out)
-        sel.pool = pool
-        return sel
+        return cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out, executor)
 
     @staticmethod
     def _probe(rc: Any, scorer: RelevanceScorer, pool: ModelPool, work: Path) -> dict[str, Any]:
@@ -476,17 +470,14 @@ class Selection:
 
     def run_gate(self, phase: str, records: Iterable[Record], upstream: str, stage_info: dict[str, Any],
                  ) -> tuple[Stream, RejectSource, str]:
-        assert self.gate is not None and self.threshold is not None and self.pool is not None
-        llm = self.pool.stage_llm(self.cfg.relevance.scorer_model(), "relevance")  # this phase's own call counts
-        scorer = RelevanceScorer(self.cfg.relevance, llm, layout=self.gate.layout)
-        step = RelevanceGate(scorer, self.threshold, self.gate_decides, phase)
+        assert self.gate is not None and self.threshold is not None
+        step = RelevanceGate(self.cfg.relevance, self.threshold, self.gate_decides, phase, layout=self.gate.layout)
         shard_size = self.cfg.effective_shard_size()
-        key = stable_hash(RELEVANCE_FORMAT, upstream, to_dict(self.cfg.relevance), self.threshold, self.gate_decides,
-                          phase, shard_size)
-        folder, st = run_sharded(f"relevance-{phase}", key, records, len(records),  # type: ignore[arg-type]
-                                 step, self.cfg.relevance.batch_size, self.cfg, self.work, shard_size)
+        key = stable_hash(upstream, step.fingerprint(), shard_size)
+        folder, st = self.executor.run(step, key, records, len(records),  # type: ignore[arg-type]
+                                       self.cfg.relevance.batch_size, self.cfg, self.work, shard_size)
         kept, rej, n_rej = Stream.of_shards(folder)
-        stage_info[f"relevance-{phase}"] = _stage(st, folder, self.out, n_rej, llm)
+        stage_info[step.name] = _stage(st, folder, self.out, n_rej)
         return kept, rej, folder.name
 
 

@@ -14,18 +14,22 @@ was wrong with it); if the second answer fails too, the pair is rejected with re
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from xinstruct.config import to_dict
+from xinstruct.execution.step import Step
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
 from xinstruct.parsers import Label, ParseError, load_template_with_parser
-from xinstruct.records import Provenance, Record, Reject
+from xinstruct.records import Provenance, Record, Reject, stable_hash
 
 STAGE = "refine"
+REFINE_FORMAT = "1"  # bump when the stage's output for the same input and settings changes
 MODES = ("instruction", "response", "both")
 
 
@@ -165,7 +169,7 @@ class Verdict:
 class PairJudge:
     """Scores (instruction, native response) pairs with a score and a reason."""
 
-    def __init__(self, cfg: RefineConfig, llm: LLM):
+    def __init__(self, cfg: RefineConfig, llm: LLM | None):
         cfg.validate()
         self.cfg, self.llm = cfg, llm
         self.template, self.parse = load_template_with_parser(cfg.judge_template)
@@ -185,6 +189,8 @@ class PairJudge:
 
     def __call__(self, pairs: Sequence[tuple[str, str, str]]) -> list[Verdict]:
         """One verdict per (instruction, response, lang), in order."""
+        if self.llm is None:
+            raise RuntimeError("the judge has no engine: bind the step that owns it first")
         reqs = [ChatRequest(tuple(self.messages(*p)), self.params) for p in pairs]
         gens = self.llm.generate(reqs)
         out = [Verdict(None, None, [g.text]) for g in gens]
@@ -214,17 +220,36 @@ class PairJudge:
                 f'{{"reason": "<one short sentence>", "score": <{c.min_score}-{c.max_score}>}}')
 
 
-class Refiner:
-    """Label -> (keep | refine -> label ... | drop) over a batch of generated pairs."""
+class Refiner(Step):
+    """Label -> (keep | refine -> label ... | drop) over a batch of generated pairs: a `Step`, bound to its
+    engine where it runs."""
 
-    def __init__(self, cfg: RefineConfig, llm: LLM, decides: bool = True):
+    name = role = STAGE
+
+    def __init__(self, cfg: RefineConfig, llm: LLM | None = None, decides: bool = True):
         """`decides=False`: the judge labels and refines as usual, but its low scores reject nothing (another
         selector decides, e.g. when the judge failed the run's self-check); such pairs are kept as they are."""
         cfg.validate()
-        self.cfg, self.llm, self.decides = cfg, llm, decides
-        self.judge = PairJudge(cfg, llm)
+        self.cfg, self.decides = cfg, decides
+        self.judge = PairJudge(cfg, llm)  # its engine is the step's, given at bind
         self.inst_template, self.parse_instruction = load_template_with_parser(cfg.instruction_template)
         self.resp_template, self.parse_response = load_template_with_parser(cfg.response_template)
+        super().__init__(llm)
+
+    def model_config(self) -> ModelConfig:
+        return self.cfg.model
+
+    def on_bind(self) -> None:
+        self.judge.llm = self._llm
+
+    def fingerprint(self) -> str:
+        return stable_hash(REFINE_FORMAT, to_dict(self.cfg), self.templates, self.decides)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["judge"] = copy.copy(self.judge)
+        state["judge"].llm = None
+        return state
 
     @property
     def templates(self) -> list[str]:

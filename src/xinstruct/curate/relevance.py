@@ -24,14 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xinstruct.config import to_dict
+from xinstruct.execution.step import Step
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, LLMError, ModelConfig, ScoringUnsupported
 from xinstruct.llm.embedded import EMBEDDED_SCORER
-from xinstruct.records import Record, Reject
+from xinstruct.records import Record, Reject, stable_hash
 
 log = logging.getLogger(__name__)
 
 STAGE = "relevance"
+RELEVANCE_FORMAT = "1"  # bump when the gate's output for the same input and settings changes
 LAYOUTS = ("auto", "plain", "chat")
 # The plain layout, for base models: the same frame with the pair's instruction and with a generic one.
 PLAIN = "Instruction: {instruction}\nResponse: "
@@ -165,14 +168,35 @@ class RelevanceScorer:
         return None
 
 
-class RelevanceGate:
+class RelevanceGate(Step):
     """A pipeline step: record each pair's gain in `scores` and, where the gate decides, reject the pairs
-    below the threshold as `not_relevant` (with the values in the reject)."""
+    below the threshold as `not_relevant` (with the values in the reject). `phase` is "pre" or "post"
+    (before or after refinement); `layout` the scorer's, as its probe resolved it."""
 
-    def __init__(self, scorer: RelevanceScorer, threshold: float, decides: bool, phase: str):
-        self.scorer, self.threshold, self.decides, self.phase = scorer, float(threshold), decides, phase
+    role = STAGE
+
+    def __init__(self, cfg: RelevanceConfig, threshold: float, decides: bool, phase: str, layout: str | None = None,
+                 llm: LLM | None = None):
+        cfg.validate()
+        self.cfg, self.threshold, self.decides, self.phase = cfg, float(threshold), decides, phase
+        self._layout = layout
+        self.name = f"{STAGE}-{phase}"
+        super().__init__(llm)
+
+    def model_config(self) -> ModelConfig:
+        return self.cfg.scorer_model()
+
+    def on_bind(self) -> None:
+        self.scorer = RelevanceScorer(self.cfg, self.llm, layout=self._layout)
+
+    def engine_attributes(self) -> Sequence[str]:
+        return ("scorer",)
+
+    def fingerprint(self) -> str:
+        return stable_hash(RELEVANCE_FORMAT, to_dict(self.cfg), self.threshold, self.decides, self.phase)
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
+        _ = self.llm  # a step no executor bound loads its model (and builds its scorer) here
         gains = self.scorer.gains([(r.instruction or "", r.response or r.text, r.lang) for r in batch])
         kept: list[Record] = []
         rejects: list[Reject] = []

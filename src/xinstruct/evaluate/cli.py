@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinstruct.cliargs import model_flags, model_settings, overrides
+from xinstruct.cliargs import executor_flags, executor_settings, model_flags, model_settings, overrides
 
 EPILOG_INFER = """\
 examples:
@@ -45,6 +45,7 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str], model_key: str
     flags = {key: a.get(flag) for flag, key in mapping.items()}
     if model_key:
         flags.update(model_settings(args, model_key, prefix))
+    flags.update(executor_settings(args))  # None (not set) where the command has no --executor
     return overrides(flags) + (["progress=false"] if a.get("no_progress") else []) + list(a.get("set") or [])
 
 
@@ -72,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common(i)
     model_flags(i)
     _infer_flags(i)
+    executor_flags(i)
     i.add_argument("--out", help="output folder (default: runs/infer)")
     i.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     i.set_defaults(func=cmd_infer)

@@ -19,6 +19,7 @@ from typing import Any
 
 from xinstruct.evaluate.questions import PACKAGED, Question, read_questions
 from xinstruct.evaluate.runner import PromptItem, answer_prompts, dump_config
+from xinstruct.execution.executors import ExecutorConfig
 from xinstruct.io import atomic_write, write_jsonl
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, GenerationParams, ModelConfig
@@ -51,6 +52,7 @@ class InferConfig:
     batch_size: int = 8
     cache: str | None = None
     progress: bool = True
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # local, or Ray Data actors
 
 
 def question_items(questions: list[Question], prompt: str, system: str | None) -> list[PromptItem]:
@@ -92,7 +94,8 @@ def run_infer(cfg: InferConfig, llm: LLM | None = None) -> dict[str, Any]:
     params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
     label = cfg.label or default_label(cfg.model)
     ans = answer_prompts("infer", question_items(questions, cfg.prompt, cfg.system), cfg.model, params, out,
-                         label=label, cfg=cfg, cache=cfg.cache, batch_size=cfg.batch_size, llm=llm)
+                         label=label, cfg=cfg, cache=cfg.cache, batch_size=cfg.batch_size, llm=llm,
+                         executor=cfg.executor)
     rows = [{"question_id": r.pop("id"), **r} for r in ans.rows]
     write_jsonl(out / "answers.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects + ans.rejects)

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.config import to_dict
+from xinstruct.execution.executors import ExecutorConfig, make_executor
+from xinstruct.execution.pool import ModelPool
+from xinstruct.execution.shards import read_shards
+from xinstruct.execution.step import Step
 from xinstruct.llm import LLM, ChatRequest, GenerationParams, ModelConfig
 from xinstruct.llm.identity import model_identity
 from xinstruct.records import Reject, stable_hash
@@ -42,49 +46,63 @@ class Answers:
     calls: dict[str, Any]
 
 
-def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, params: GenerationParams, out: Path,
-                   *, label: str, cfg: Any, cache: str | Path | None = None, batch_size: int = 8,
-                   llm: LLM | None = None) -> Answers:
-    """Answer every item; rows keep the item's fields plus `answer`, the model and the call's details.
+class AnswerStep(Step):
+    """Answers a batch of prompts with one model: a row per answer (the item's fields, the answer, the call's
+    details), a reject per failed call."""
 
-    `cfg` is any config with `shard_size` and `progress`; `llm` replaces loading `model` (tests).
-    """
-    from xinstruct.execution.pool import ModelPool
-    from xinstruct.execution.shards import read_shards, run_sharded
+    def __init__(self, name: str, model: ModelConfig, params: GenerationParams, label: str, llm: LLM | None = None):
+        self.name, self.model, self.params, self.label = name, model, params, label
+        p = params.to_dict()
+        p.pop("json_schema", None)
+        self.params_row = p
+        super().__init__(llm)
 
-    ids = [(i.lang, i.id) for i in items]
-    if len(set(ids)) != len(ids):
-        dup = next(x for x in ids if ids.count(x) > 1)
-        raise ValueError(f"{name}: two prompts share the id {dup[1]!r} in language {dup[0]!r}")
-    pool = ModelPool.open(cache, out, llm)
-    stage = pool.stage_llm(model)
-    p = params.to_dict()
-    p.pop("json_schema", None)
+    def model_config(self) -> ModelConfig:
+        return self.model
 
-    def step(batch: Sequence[PromptItem]) -> tuple[list[dict[str, Any]], list[Reject]]:
-        gens = stage.generate([ChatRequest(tuple(i.messages), params) for i in batch])
+    def fingerprint(self) -> str:
+        return stable_hash(RUNNER_FORMAT, model_identity(self.model), self.params_row)
+
+    def __call__(self, batch: Sequence[PromptItem]) -> tuple[list[dict[str, Any]], list[Reject]]:
+        llm = self.llm
+        gens = llm.generate([ChatRequest(tuple(i.messages), self.params) for i in batch])
         rows, rejects = [], []
         for item, g in zip(batch, gens, strict=True):
             if g.error is not None:
-                rejects.append(Reject(stage=name, reason="llm_error", detail=f"{item.source or item.id}: {g.error}",
-                                      unit="prompt", id=item.id, source=item.source, record=dataclasses.asdict(item)))
+                rejects.append(Reject(stage=self.name, reason="llm_error", detail=f"{item.source or item.id}: "
+                                      f"{g.error}", unit="prompt", id=item.id, source=item.source,
+                                      record=dataclasses.asdict(item)))
                 continue
             rows.append({**item.fields, "id": item.id, "lang": item.lang, "answer": g.text.strip(),
                          "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
                          "completion_tokens": g.completion_tokens, "messages": item.messages,
-                         "model": {"label": label, "backend": stage.backend, "model_id": stage.model_id},
-                         "params": p, "source": item.source})
+                         "model": {"label": self.label, "backend": llm.backend, "model_id": llm.model_id},
+                         "params": self.params_row, "source": item.source})
         return rows, rejects
 
-    key = stable_hash(RUNNER_FORMAT, model_identity(model), p, cfg.shard_size,
-                      [dataclasses.asdict(i) for i in items])
-    with pool:
-        folder, stats = run_sharded(name, key, items, len(items), step, batch_size, cfg, out / "work")
+
+def answer_prompts(name: str, items: Sequence[PromptItem], model: ModelConfig, params: GenerationParams, out: Path,
+                   *, label: str, cfg: Any, cache: str | Path | None = None, batch_size: int = 8,
+                   llm: LLM | None = None, executor: ExecutorConfig | None = None) -> Answers:
+    """Answer every item; rows keep the item's fields plus `answer`, the model and the call's details.
+
+    `cfg` is any config with `shard_size` and `progress`; `llm` replaces loading `model` (tests); `executor`
+    says where the calls run (default: this process).
+    """
+    ids = [(i.lang, i.id) for i in items]
+    if len(set(ids)) != len(ids):
+        dup = next(x for x in ids if ids.count(x) > 1)
+        raise ValueError(f"{name}: two prompts share the id {dup[1]!r} in language {dup[0]!r}")
+    step = AnswerStep(name, model, params, label)
+    key = stable_hash(step.fingerprint(), cfg.shard_size, [dataclasses.asdict(i) for i in items])
+    with ModelPool.open(cache, out, llm) as pool:
+        folder, stats = make_executor(executor, pool).run(step, key, items, len(items), batch_size, cfg,
+                                                          out / "work")
     identity = pool.identities()
     rows, rejects = read_shards(folder)
     card = {"label": label, "model": model.model, "backend": model.resolved_backend(),
             "model_id": rows[0]["model"]["model_id"] if rows else (identity[0]["model_id"] if identity else None)}
-    calls = {**stage.stats(), "seconds": round(stats.seconds, 2), "shards_resumed": stats.extra["shards_resumed"],
+    calls = {**stats.llm, "seconds": round(stats.seconds, 2), "shards_resumed": stats.extra["shards_resumed"],
              "config": to_dict(model)}
     return Answers(rows, rejects, card, calls)
 

@@ -11,13 +11,14 @@ from typing import Any
 
 from xinstruct.config import to_dict
 from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache
+from xinstruct.llm.cache import Cache
 from xinstruct.records import stable_hash
 
 
 class ModelPool:
     """Loads each distinct model once (on its first cache miss) and shares it between stages."""
 
-    def __init__(self, cache: RequestCache, llm: LLM | None = None, by_role: dict[str, LLM | None] | None = None):
+    def __init__(self, cache: Cache, llm: LLM | None = None, by_role: dict[str, LLM | None] | None = None):
         """`llm` replaces loading any model, `by_role` the model of a role (tests, or engines built elsewhere)."""
         self.cache, self.llm = cache, llm
         self.by_role = {k: v for k, v in (by_role or {}).items() if v is not None}
@@ -38,6 +39,16 @@ class ModelPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def use_cache(self, cache: Cache) -> None:
+        """Answer every call from now on through `cache` (the Ray executor's per-shard cache files): the engines
+        already loaded stay loaded. The caller closes the cache it replaces, unless `open` made it."""
+        if self._owns_cache:
+            self.cache.close()
+            self._owns_cache = False
+        self.cache = cache
+        for m in self._loaded.values():
+            m.cache = cache
 
     def given(self, role: str | None) -> LLM | None:
         """The engine given for `role` (or for every role), if any: it replaces loading the model."""

@@ -34,6 +34,7 @@ class StageStats:
     seconds: float = 0.0
     resumed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)  # the stage's call counts, where its executor knows them
 
 
 class Counting:
@@ -79,30 +80,52 @@ def run_sharded(name: str, key: str, records: Iterable[Any], n_records: int, ste
     with tqdm(total=n_records, desc=name, unit="rec", disable=not cfg.progress) as bar:
         for i, shard in enumerate(shards(records, shard_size)):
             n_shards += 1
-            path = folder / f"shard-{i:05d}.jsonl"
+            path = shard_path(folder, i)
             if path.is_file():
                 resumed += 1
                 bar.update(len(shard))
                 continue
-            lines: list[str] = []
-            size = batch_size or len(shard)
-            for b in range(0, len(shard), size):
-                kept, rejects = step(shard[b : b + size])
-                lines += [dumps({"record": r if isinstance(r, dict) else r.to_dict()}) for r in kept]
-                lines += [dumps({"reject": r.to_dict()}) for r in rejects]
-                bar.update(len(shard[b : b + size]))
-            with atomic_write(path) as f:
-                f.write("".join(line + "\n" for line in lines))
+            run_shard(step, shard, batch_size, path, bar.update)
     stats = StageStats(seconds=time.perf_counter() - t0, resumed=resumed > 0,
                        extra={"shards": n_shards, "shards_resumed": resumed})
     return folder, stats
+
+
+def shard_path(folder: Path, i: int) -> Path:
+    return folder / f"shard-{i:05d}.jsonl"
+
+
+def run_shard(step: StepFn, shard: Sequence[Any], batch_size: int | None, path: Path,
+              progress: Callable[[int], Any] | None = None) -> tuple[int, int]:
+    """Apply `step` to one shard, `batch_size` items per call (None: all), and write its output file atomically:
+    the file is the shard's completion marker. Returns (kept, rejected); `progress(n)` after each call."""
+    lines: list[str] = []
+    kept_n = rejected_n = 0
+    size = batch_size or len(shard) or 1
+    for b in range(0, len(shard), size):
+        kept, rejects = step(shard[b : b + size])
+        lines += [dumps({"record": r if isinstance(r, dict) else r.to_dict()}) for r in kept]
+        lines += [dumps({"reject": r.to_dict()}) for r in rejects]
+        kept_n, rejected_n = kept_n + len(kept), rejected_n + len(rejects)
+        if progress is not None:
+            progress(len(shard[b : b + size]))
+    with atomic_write(path) as f:
+        f.write("".join(line + "\n" for line in lines))
+    return kept_n, rejected_n
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """A stage folder's finished shard outputs in shard order (not the request caches an executor keeps beside
+    them: shard-NNNNN.cache.jsonl)."""
+    found = [p for p in folder.glob("shard-*.jsonl") if p.name.count(".") == 1 and p.stem[6:].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem[6:]))
 
 
 def shard_lines(folder: Path, kind: str = "") -> Iterator[str]:
     """The lines of a sharded stage's files in order, unparsed, only those of `kind` ("record" or "reject") where
     given: run_sharded writes each line as `{"record": ...}` or `{"reject": ...}`."""
     start = '{"' + kind + '"' if kind else ""
-    for path in sorted(folder.glob("shard-*.jsonl")):
+    for path in shard_files(folder):
         with open(path, encoding="utf-8") as f:
             yield from (line for line in f if line.startswith(start))
 

@@ -2,7 +2,9 @@
 
 Keyed by (model fingerprint, messages, generation parameters). SQLite in WAL mode:
 each finished batch is committed at once, so a run killed at any point keeps every
-answer it already had, and several processes may share one cache file.
+answer it already had, and several processes may share one cache file. `ShardCache` is the
+same store as one append-only JSONL file per shard, for executors whose workers run on
+other machines (the Ray executor keeps one beside each shard's output).
 
 `as_ready` lets a stage do its own work on each answer while the rest of the call is in
 flight: `CachedLLM` passes it on to backends that answer requests one by one (the
@@ -120,6 +122,67 @@ class RequestCache:
             self._db.close()
 
 
+class ShardCache:
+    """A request cache in one append-only JSONL file, for one shard's calls: what the Ray executor keeps beside
+    each shard's output, so a shard retried on another machine reuses its finished calls. One process writes it
+    at a time (the shard's worker); each finished call is a line, flushed as it is written, so nothing but
+    appends ever touches a shared file system (SQLite's WAL mode needs shared memory, which network file
+    systems lack). A torn last line (a kill mid-write) is skipped when the file is read."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._values: dict[str, str] = {}  # key -> the JSON value, encoded
+        if self.path.is_file():
+            with open(self.path, "rb") as f:
+                data = f.read()
+            for line in data.splitlines():
+                try:
+                    key, _model, value = json.loads(line)
+                except (ValueError, TypeError):
+                    continue  # the torn last line of a killed write
+                self._values[key] = _encode(value)
+            if data and not data.endswith(b"\n"):
+                with open(self.path, "ab") as f:  # start the next line after a torn one
+                    f.write(b"\n")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the cache's life; see close)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
+        return {k: Generation(**v) for k, v in self.get_values(keys).items()}
+
+    def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
+        with self._lock:
+            return {k: json.loads(self._values[k]) for k in keys if k in self._values}
+
+    def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
+        self.put_rows([(k, model, _encode(v)) for k, v in items])
+
+    def put_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            for key, _model, value in rows:
+                self._values[key] = value
+            self._file.write("".join(f"[{json.dumps(k)}, {json.dumps(m)}, {v}]\n" for k, m, v in rows))
+            self._file.flush()
+
+    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
+        self.put_values(model, [(k, g.to_dict()) for k, g in items])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+
+Cache = RequestCache | ShardCache
+
+
 def _encode(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -130,7 +193,7 @@ class CachedLLM(LLM):
     Failed calls (`Generation.error`) are not cached, so a rerun retries them.
     """
 
-    def __init__(self, llm: LLM, cache: RequestCache):
+    def __init__(self, llm: LLM, cache: Cache):
         self.llm = llm
         self.cache = cache
         self.backend = llm.backend

@@ -1,0 +1,58 @@
+"""Executors: what runs a stage's steps over its shards. The local one runs them in this process (today's shard
+runner, the step bound to the run's model pool); the Ray one ships them to Ray Data actors
+(`xinstruct.execution.ray_data`). Both write the same shard files, so a stage's output does not depend on which
+one ran it, and either resumes what the other began.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from xinstruct.execution.pool import ModelPool
+from xinstruct.execution.settings import ExecutorConfig
+from xinstruct.execution.shards import StageStats, StepFn, run_sharded
+from xinstruct.execution.step import Step, step_name
+
+__all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
+
+class Executor(Protocol):
+    kind: str
+
+    def run(self, step: Step | StepFn, key: str, items: Iterable[Any], n_items: int, batch_size: int | None,
+            cfg: Any, work: Path, shard_size: int | None = None, name: str | None = None,
+            ) -> tuple[Path, StageStats]:
+        """Run `step` over `items` in shards (see `run_sharded`): the stage folder and its stats."""
+        ...
+
+
+class LocalExecutor:
+    """Runs a step in this process, bound to the run's model pool (so stages share engines)."""
+
+    kind = "local"
+
+    def __init__(self, pool: ModelPool | None = None):
+        self.pool = pool
+
+    def run(self, step: Step | StepFn, key: str, items: Iterable[Any], n_items: int, batch_size: int | None,
+            cfg: Any, work: Path, shard_size: int | None = None, name: str | None = None,
+            ) -> tuple[Path, StageStats]:
+        if isinstance(step, Step) and not step.bound and self.pool is not None:
+            step.bind(self.pool)
+        folder, stats = run_sharded(name or step_name(step), key, items, n_items, step, batch_size, cfg, work,
+                                    shard_size)
+        if isinstance(step, Step):
+            stats.llm = step.llm_stats()
+        return folder, stats
+
+
+def make_executor(cfg: ExecutorConfig | None, pool: ModelPool | None) -> Executor:
+    """The executor `cfg` names; the local one gets `pool`, the Ray one ignores it (its actors load their own)."""
+    cfg = cfg or ExecutorConfig()
+    cfg.validate()
+    if cfg.kind == "ray":
+        from xinstruct.execution.ray_data import RayExecutor
+
+        return RayExecutor(cfg)
+    return LocalExecutor(pool)

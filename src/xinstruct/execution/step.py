@@ -1,0 +1,104 @@
+"""The step protocol: what an executor runs, in this process or on a Ray actor.
+
+A step is built from its config alone and holds no engine until an executor binds it to a model pool where it
+runs (`bind`); the engine itself loads on the first call that misses the request cache. So the same step object
+is run by the local executor (bound to the run's pool, shared with the other stages) and shipped to Ray actors
+(pickled without its engine, bound there to the actor's own pool, one engine per actor).
+
+    step = Refiner(cfg.refine, decides=True)          # no model yet
+    step.bind(pool)                                   # where it runs: its engine comes from `pool`
+    kept, rejects = step(batch)                       # a batch of records -> records and rejects
+    step.fingerprint()                                # everything its output depends on, for the shard key
+
+A global step (`is_global`: diversification) sees all records at once, so executors run it once, in the
+driver, on the gathered records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from xinstruct.llm import LLM, ModelConfig
+from xinstruct.records import Reject
+
+if TYPE_CHECKING:
+    from xinstruct.execution.pool import ModelPool
+
+
+class Step:
+    """Base of the sharded steps. Subclasses set `name` (the stage's folder prefix) and `role` (its model's role
+    in the pool), and implement `model_config`, `fingerprint` and `__call__`; `on_bind` builds what needs
+    the engine (a judge over it, a scorer)."""
+
+    name = ""
+    role: str | None = None
+    is_global = False
+
+    def __init__(self, llm: LLM | None = None):
+        """`llm`: an engine to use as it is (tests, or an engine built elsewhere) instead of one from a pool."""
+        self._llm = llm
+        if llm is not None:
+            self.on_bind()
+
+    def model_config(self) -> ModelConfig | None:
+        """The model this step runs (None: it runs none); executors size their workers from it."""
+        return None
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def __call__(self, batch: Sequence[Any]) -> tuple[list[Any], list[Reject]]:
+        raise NotImplementedError
+
+    def bind(self, models: ModelPool) -> Step:
+        """Take this step's engine from `models` (loaded there on its first cache miss)."""
+        cfg = self.model_config()
+        if cfg is not None:
+            self._llm = models.stage_llm(cfg, self.role)
+            self.on_bind()
+        return self
+
+    def on_bind(self) -> None:
+        """Build what needs the engine; called whenever the step gets one."""
+
+    @property
+    def bound(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def llm(self) -> LLM:
+        """The bound engine; a step never bound loads its model here, without a request cache."""
+        if self._llm is None:
+            cfg = self.model_config()
+            if cfg is None:
+                raise RuntimeError(f"step {self.name!r} runs no model")
+            from xinstruct.llm import load_llm
+
+            self._llm = load_llm(cfg)
+            self.on_bind()
+        return self._llm
+
+    def llm_stats(self) -> dict[str, Any]:
+        """The bound engine's call counts for this step (a pool's `StageLLM` keeps them), or {}."""
+        stats = getattr(self._llm, "stats", None)
+        return stats() if callable(stats) else {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its engine (and what was built on it): the process that runs it binds its own."""
+        state = dict(self.__dict__)
+        state["_llm"] = None
+        for name in self.engine_attributes():
+            state.pop(name, None)
+        return state
+
+    def engine_attributes(self) -> Sequence[str]:
+        """Attributes that `on_bind` builds over the engine, dropped when the step is pickled."""
+        return ()
+
+
+def step_name(step: Any) -> str:
+    name = getattr(step, "name", "")
+    if not name:
+        raise ValueError(f"the step {step!r} has no name: pass name= to the executor")
+    return name
