@@ -35,14 +35,14 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-import xinstruct.curate.job
+import xinstruct.execution.executors
 from xinstruct.curate.config import CurateConfig
 from xinstruct.curate.job import run_pipeline
 from xinstruct.data import sample_corpus
@@ -91,6 +91,8 @@ class StandIn:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client closed the connection
+        except asyncio.CancelledError:
+            pass  # the server is shutting down with keep-alive connections still open (Ray actors' pools)
         finally:
             writer.close()
 
@@ -127,6 +129,25 @@ def serve(latency: float, capacity: int, conn: Connection) -> None:
 def _wait_closed(conn: Connection) -> None:
     with contextlib.suppress(EOFError):
         conn.recv()  # the benchmark sends nothing: this returns when it closes its end
+
+
+@contextlib.contextmanager
+def stand_in_server(latency: float, capacity: int) -> Iterator[str]:
+    """The stand-in server in its own process for the block: yields its base URL (http://127.0.0.1:PORT/v1)."""
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=serve, args=(latency, capacity, theirs), daemon=True)
+    proc.start()
+    try:
+        yield f"http://127.0.0.1:{ours.recv()}/v1"
+    finally:
+        ours.close()
+        proc.join(timeout=10)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def server_stats(url: str, reset: bool = False) -> dict[str, Any]:
@@ -184,7 +205,7 @@ def run_stage(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any
     llm = Timed(load_llm(cfg.generate.model))  # what the pipeline would load for cfg.generate.model
     server_stats(url, reset=True)
     cpu = {"generate": 0.0}
-    sharded = xinstruct.curate.job.run_sharded
+    sharded = xinstruct.execution.executors.run_sharded  # what the local executor runs a stage with
 
     def timed_sharded(name: str, *a: Any, **kw: Any) -> Any:  # the generation stage's CPU time, not prepare's
         t0 = time.process_time()
@@ -193,11 +214,11 @@ def run_stage(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any
         finally:
             cpu[name] = cpu.get(name, 0.0) + time.process_time() - t0
 
-    xinstruct.curate.job.run_sharded = timed_sharded  # type: ignore[assignment]
+    xinstruct.execution.executors.run_sharded = timed_sharded  # type: ignore[assignment]
     try:
         manifest = run_pipeline(cfg, ["generate"], models={"generate": llm})
     finally:
-        xinstruct.curate.job.run_sharded = sharded  # type: ignore[assignment]
+        xinstruct.execution.executors.run_sharded = sharded  # type: ignore[assignment]
     stats = server_stats(url)
     return {"calls": stats["served"], "seconds": manifest["stages"]["generate"]["seconds"], "calls_s": llm.seconds,
             "peak": stats["peak_open"], "cpu_s": cpu["generate"], "prepare_s": manifest["stages"]["prepare"]["seconds"],
@@ -234,14 +255,9 @@ def main() -> None:
                     help="leave a run out (repeatable)")
     args = ap.parse_args()
     capacity = args.capacity / args.latency
-    ctx = mp.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(args.latency, args.capacity, theirs), daemon=True)
-    proc.start()
-    url = f"http://127.0.0.1:{ours.recv()}/v1"
-    log(f"stand-in server at {url}: latency {args.latency} s, capacity {args.capacity} ({capacity:.0f} calls/s)")
     rows: dict[str, dict[str, Any]] = {}
-    try:
+    with stand_in_server(args.latency, args.capacity) as url:
+        log(f"stand-in server at {url}: latency {args.latency} s, capacity {args.capacity} ({capacity:.0f} calls/s)")
         if "backend" not in args.skip:
             log(f"backend: OpenAICompatLLM.generate with {args.docs} requests ...")
             rows["backend"] = run_backend(args, url, None)
@@ -254,17 +270,13 @@ def main() -> None:
                 stage = run_stage(args, url, Path(tmp))
             rows["pipeline"] = {**stage, "seconds": stage["calls_s"]}
             rows["pipeline/stage"] = stage
-    finally:
-        ours.close()
-        proc.join(timeout=10)
     print(f"stand-in server: latency {args.latency} s, capacity {args.capacity} at once = {capacity:.1f} calls/s; "
           f"backend max_in_flight={args.max_in_flight}; {args.docs} documents / requests\n")
-    print("| run | calls | seconds | calls/s | capacity calls/s | ratio | peak in flight | client CPU ms/call |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        rate = r["calls"] / r["seconds"]
-        print(f"| {name} | {r['calls']} | {r['seconds']:.2f} | {rate:.1f} | {capacity:.1f} | {rate / capacity:.2f} "
-              f"| {r['peak']} | {1000 * r['cpu_s'] / r['calls']:.2f} |")
+    print(markdown_table(
+        ["run", "calls", "seconds", "calls/s", "capacity calls/s", "ratio", "peak in flight", "client CPU ms/call"],
+        [[name, r["calls"], f"{r['seconds']:.2f}", f"{r['calls'] / r['seconds']:.1f}", f"{capacity:.1f}",
+          f"{r['calls'] / r['seconds'] / capacity:.2f}", r["peak"], f"{1000 * r['cpu_s'] / r['calls']:.2f}"]
+         for name, r in rows.items()]))
     if "pipeline" in rows:
         p = rows["pipeline"]
         print(f"\npipeline: {p['records']} records; the generation stage took {p['seconds']:.2f} s in LLM calls "
