@@ -42,7 +42,7 @@ def _write_corpus(path: Path) -> dict[str, str]:
     lines.append(json.dumps({"id": "huge", "text": ("Habari za asubuhi. " * 60_000)[:1_100_000]}).encode())
     path.write_bytes(b"\n".join(lines) + b"\n")
     # Lines that cannot be parsed get an id from their position: FILE:LINE.
-    return {"corpus.jsonl:4": "malformed_json", "empty": "empty_text", "corpus.jsonl:6": "invalid_utf8",
+    return {"corpus.jsonl:4": "malformed_json", "empty": "empty_text", "corpus.jsonl:6": "bad_encoding",
             "english": "language_mismatch", "copy": "exact_duplicate", "huge": "too_long"}
 
 

@@ -51,11 +51,12 @@ from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
 from xinstruct.execution.executors import Executor, make_executor
 from xinstruct.execution.pool import ModelPool
-from xinstruct.execution.provenance import input_fingerprint, versions
+from xinstruct.execution.provenance import versions
 from xinstruct.execution.shards import Counting, StageStats, Stream
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM
 from xinstruct.records import Record, Reject, stable_hash
+from xinstruct.rows import input_fingerprint, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +105,6 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     with atomic_write(done) as f:
         f.write(json.dumps(stats, indent=2))
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
-
-
-def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
-    """Records from a file or a run folder (its samples.jsonl) for a stage run alone; pairs without an
-    instruction are rejects. Returns records, rejects and a key for the input."""
-    src = path / "samples.jsonl" if path.is_dir() else path
-    if not src.is_file():
-        raise FileNotFoundError(f"no records at {path} (a .jsonl/.parquet records file, or a run folder "
-                                f"with samples.jsonl)")
-    recs: list[Record] = []
-    rejects: list[Reject] = []
-    for i, rec in enumerate(read_records(src), 1):
-        if not (rec.instruction or "").strip() or not (rec.response or rec.text or "").strip():
-            rejects.append(Reject.of(rec, "input", "not_a_pair", f"record {rec.id} ({src}:{i}) has no instruction "
-                                     f"or no response"))
-        else:
-            recs.append(rec)
-    return recs, rejects, stable_hash(input_fingerprint(src))
 
 
 STAGES = ("generate", "refine", "diversify")
@@ -183,7 +166,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             src = Path(cfg.input or "")
             if not cfg.input:
                 raise ValueError(f"running {'+'.join(stages)} alone needs --input: a records file or a run folder")
-            records, input_rej, upstream = read_input_records(src)
+            records, input_rej, upstream = read_pairs(src)
             rejects.append(lambda: input_rej)
             input_info = {"path": str(src), "kind": "records"}
             counts["records_read"] = len(records) + len(input_rej)
