@@ -124,3 +124,16 @@ def test_actors_are_sized_from_the_backend_and_the_cluster():
     assert plan_actors(cfg, "openai", 2, cpu8).actors == 2  # never more actors than shards
     set_ = ExecutorConfig(kind="ray", actors=3, cpus_per_actor=1, gpus_per_actor=0.5)
     assert plan_actors(set_, "vllm", 10, gpu4).__dict__ == {"actors": 3, "num_cpus": 1, "num_gpus": 0.5}
+
+
+def test_llama_cpp_threads_follow_the_cpus_ray_gives_an_actor(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to an actor's CPUs: llama.cpp's threads stay within them (not the node's cores)."""
+    from xinstruct.llm import llamacpp
+
+    monkeypatch.setattr(llamacpp.os, "cpu_count", lambda: 64)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert (llamacpp.cores(), llamacpp.default_threads(), llamacpp.batch_threads(3)) == (4, 3, 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert (llamacpp.cores(), llamacpp.default_threads(), llamacpp.batch_threads(3)) == (64, 16, 16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert llamacpp.cores() == 64
