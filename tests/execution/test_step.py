@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.refine import RefineConfig, Refiner
 from xinstruct.curate.relevance import RelevanceConfig, RelevanceGate
@@ -137,3 +139,28 @@ def test_llama_cpp_threads_follow_the_cpus_ray_gives_an_actor(monkeypatch):
     assert (llamacpp.cores(), llamacpp.default_threads(), llamacpp.batch_threads(3)) == (64, 16, 16)
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
     assert llamacpp.cores() == 64
+
+
+def test_a_global_step_runs_once_on_all_items_in_either_executor_and_a_sharded_one_is_refused():
+    from xinstruct.execution.ray_data import RayExecutor
+    from xinstruct.execution.step import Step
+
+    class Reverse(Step):
+        name, is_global = "reverse", True
+
+        def __init__(self) -> None:
+            self.calls = 0
+            super().__init__()
+
+        def __call__(self, batch):
+            self.calls += 1
+            return list(batch)[::-1], []
+
+    step = Reverse()
+    assert LocalExecutor().run_global(step, [1, 2, 3]) == ([3, 2, 1], [])
+    assert RayExecutor(ExecutorConfig(kind="ray")).run_global(step, [1, 2]) == ([2, 1], [])  # no Ray started
+    assert step.calls == 2
+
+
+    with pytest.raises(ValueError, match="not global"):
+        LocalExecutor().run_global(AnswerStep("infer", ModelConfig(), GenerationParams(), "x"), [])
