@@ -18,7 +18,7 @@ import xinstruct
 SRC = Path(xinstruct.__file__).parent
 LAYERS = ("core", "llm", "execution", "family", "cli")  # low to high
 CORE = {"xinstruct", "xinstruct.records", "xinstruct.io", "xinstruct.languages", "xinstruct.config",
-        "xinstruct.langid", "xinstruct.parsers", "xinstruct.prompts", "xinstruct.data"}
+        "xinstruct.langid", "xinstruct.parsers", "xinstruct.rows", "xinstruct.prompts", "xinstruct.data"}
 FAMILIES = ("curate", "train", "evaluate", "serve")
 # Imports between stage families, each on purpose: the backward model learns curation's generation prompt
 # from its input pairs, and DPO's preferences are curation's judge's verdicts.

@@ -61,27 +61,6 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{i}: not valid JSON ({e})") from e
 
 
-def scan_jsonl(path: str | Path) -> Iterator[tuple[str, Any, tuple[str, str, str] | None]]:
-    """(file:line, value, None) per non-blank line, or (file:line, None, (reason, detail, line)) for a line that
-    is not UTF-8 (`bad_encoding`) or not JSON (`malformed_json`), with the line itself so a reject keeps it: for
-    readers that turn bad lines into rejects instead of stopping, as `read_jsonl` does. A byte-order mark is
-    ignored."""
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            source = f"{path}:{i}"
-            try:
-                text = raw.decode("utf-8").lstrip("\ufeff")
-            except UnicodeDecodeError as e:
-                yield source, None, ("bad_encoding", f"not UTF-8: {e}", raw.decode("utf-8", "replace").rstrip("\n"))
-                continue
-            try:
-                yield source, json.loads(text), None
-            except json.JSONDecodeError as e:
-                yield source, None, ("malformed_json", f"not valid JSON: {e}", text.rstrip("\n"))
-
-
 def read_records(path: str | Path) -> Iterator[Record]:
     """Records from a `.jsonl` or `.parquet` file written by xinstruct."""
     path = Path(path)

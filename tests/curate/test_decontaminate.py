@@ -181,10 +181,10 @@ def test_folder_of_eval_files_in_every_format_names_file_and_row(tmp_path: Path)
         return [(Path(o.eval_file).name, o.eval_line) for o in dec.overlaps(_rec(0, instruction="Q", response=text))]
 
     assert where(EN_QUESTION) == [("flores.tsv", 3)]  # the header is line 1
-    assert where(SW_PASSAGE) == [("dev.parquet", 2)]
-    assert where(SW_PREMISE) == [("test.json", 2)]
+    assert where(SW_PASSAGE) == [("dev.parquet", 1)]  # Parquet rows count from 0, lines from 1
+    assert where(SW_PREMISE) == [("test.json", 1)]
     assert where(TH_EVAL) == [("th.txt", 3)]
-    assert where(f"{EN_PASSAGE} {SW_PASSAGE}") == [("flores.tsv", 2), ("dev.parquet", 2)]  # every hit, in order
+    assert where(f"{EN_PASSAGE} {SW_PASSAGE}") == [("flores.tsv", 2), ("dev.parquet", 1)]  # every hit, in order
 
 
 def test_missing_eval_file_raises_naming_it(tmp_path: Path) -> None:

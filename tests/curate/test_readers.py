@@ -45,7 +45,7 @@ def test_jsonl_bad_lines_become_rejects_and_reading_goes_on(tmp_path: Path) -> N
     assert docs[1].source == f"{p}:9" and docs[1].lang is None
 
     by_reason = {r.reason: r for r in rejects}
-    assert sorted(by_reason) == ["empty_text", "invalid_utf8", "malformed_json", "missing_text",
+    assert sorted(by_reason) == ["bad_encoding", "empty_text", "malformed_json", "missing_text",
                                  "not_an_object"]
     assert len(rejects) == 6  # missing_text twice: no field, and a number
     for r in rejects:
@@ -54,7 +54,7 @@ def test_jsonl_bad_lines_become_rejects_and_reading_goes_on(tmp_path: Path) -> N
     bad = by_reason["malformed_json"]
     assert bad.source == f"{p}:2" and "line 2" in bad.detail and "Unterminated string" in bad.detail
     assert bad.record == {"raw": '{"id": "b", "text": "unterminated'}
-    utf = by_reason["invalid_utf8"]
+    utf = by_reason["bad_encoding"]
     assert utf.source == f"{p}:7" and "caf\ufffd latin-1" in utf.record["raw"]
     assert by_reason["not_an_object"].source == f"{p}:4" and "list" in by_reason["not_an_object"].detail
     missing = [r for r in rejects if r.reason == "missing_text"]
@@ -133,7 +133,7 @@ def test_text_folder_recursive_sorted(tmp_path: Path) -> None:
     items = list(read_documents(tmp_path))
     assert [x.doc_id for x in items] == ["a.txt", "b/bad.txt", "b/empty.txt", "b/z.txt"]
     assert items[0].text == "Ensimmäinen" and items[0].source == str(tmp_path / "a.txt")
-    assert items[1].reason == "invalid_utf8" and "b/bad.txt" in items[1].detail
+    assert items[1].reason == "bad_encoding" and "b/bad.txt" in items[1].detail
     assert items[2].reason == "empty_text"
 
 

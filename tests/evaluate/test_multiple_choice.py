@@ -205,7 +205,7 @@ def test_jsonl_rows_become_items_or_rejects_with_their_line():
     items, rejects = load_items("xcopa", str(FIXTURES / "mc_xcopa_mixed.jsonl"))
     assert [(it.id, it.lang, it.gold) for it in items] == [("a", "sw", 0), ("b", "fi", 1), ("a#2", "sw", 1)]
     got = [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rejects]
-    assert got == [("3", "unreadable_row"), ("4", "not_an_object"), ("5", "missing_field"), ("6", "bad_question"),
+    assert got == [("3", "malformed_json"), ("4", "not_an_object"), ("5", "missing_field"), ("6", "bad_question"),
                    ("7", "bad_label")]
     assert all(r["source"].startswith(str(FIXTURES)) and r["detail"] for r in rejects)
 
@@ -230,7 +230,7 @@ def test_tsv_with_the_original_xnli_columns():
     assert items[0].doc == {"id": "mc_xnli_sw.tsv:2", "premise": "Paka amelala.", "hypothesis": "Paka yupo.",
                             "label": 0}
     assert [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rejects] == [("4", "bad_label"),
-                                                                               ("5", "unreadable_row")]
+                                                                               ("5", "wrong_columns")]
 
 
 def test_json_array_parquet_and_saved_dataset_read_the_same(tmp_path):
@@ -248,7 +248,7 @@ def test_json_array_parquet_and_saved_dataset_read_the_same(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
     got = load_items("xnli", str(tmp_path / "saved"), lang="en")[0]
-    assert [it.gold for it in got] == [0, 2] and got[1].source.endswith("saved:test:1")
+    assert [it.gold for it in got] == [0, 2] and got[1].source.endswith("saved/test:1")
 
 
 def test_missing_hf_dataset_says_it_is_read_offline():

@@ -98,7 +98,7 @@ def test_translation_tsv() -> None:
     assert [(i.id, i.src_lang, i.lang, i.reference) for i in items] == [
         ("t1", "en", "ta", "காலை வணக்கம்."), ("t3", "en", "ta", "நூலகம் எங்கே இருக்கிறது?")]
     assert items[1].source.endswith("gen_pairs_en-ta.tsv:4")  # line 1 is the header
-    assert _reasons(rejects) == {"gen_pairs_en-ta.tsv:3": "malformed_row"}
+    assert _reasons(rejects) == {"gen_pairs_en-ta.tsv:3": "wrong_columns"}
 
 
 def test_translation_jsonl_with_language_fields(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.refine import RefineConfig, Refiner
 from xinstruct.curate.relevance import RelevanceConfig, RelevanceGate
@@ -124,3 +126,41 @@ def test_actors_are_sized_from_the_backend_and_the_cluster():
     assert plan_actors(cfg, "openai", 2, cpu8).actors == 2  # never more actors than shards
     set_ = ExecutorConfig(kind="ray", actors=3, cpus_per_actor=1, gpus_per_actor=0.5)
     assert plan_actors(set_, "vllm", 10, gpu4).__dict__ == {"actors": 3, "num_cpus": 1, "num_gpus": 0.5}
+
+
+def test_llama_cpp_threads_follow_the_cpus_ray_gives_an_actor(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to an actor's CPUs: llama.cpp's threads stay within them (not the node's cores)."""
+    from xinstruct.llm import llamacpp
+
+    monkeypatch.setattr(llamacpp.os, "cpu_count", lambda: 64)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert (llamacpp.cores(), llamacpp.default_threads(), llamacpp.batch_threads(3)) == (4, 3, 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert (llamacpp.cores(), llamacpp.default_threads(), llamacpp.batch_threads(3)) == (64, 16, 16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert llamacpp.cores() == 64
+
+
+def test_a_global_step_runs_once_on_all_items_in_either_executor_and_a_sharded_one_is_refused():
+    from xinstruct.execution.ray_data import RayExecutor
+    from xinstruct.execution.step import Step
+
+    class Reverse(Step):
+        name, is_global = "reverse", True
+
+        def __init__(self) -> None:
+            self.calls = 0
+            super().__init__()
+
+        def __call__(self, batch):
+            self.calls += 1
+            return list(batch)[::-1], []
+
+    step = Reverse()
+    assert LocalExecutor().run_global(step, [1, 2, 3]) == ([3, 2, 1], [])
+    assert RayExecutor(ExecutorConfig(kind="ray")).run_global(step, [1, 2]) == ([2, 1], [])  # no Ray started
+    assert step.calls == 2
+
+
+    with pytest.raises(ValueError, match="not global"):
+        LocalExecutor().run_global(AnswerStep("infer", ModelConfig(), GenerationParams(), "x"), [])

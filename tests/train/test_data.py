@@ -39,8 +39,8 @@ def test_spec_mixes_sources_by_ratio_and_keeps_rejects(sources):
     assert mix.sources["alpaca_en"] == {"rows": 22, "rejected": 2, "examples": 20, "used": 10, "ratio": 0.5,
                                         "n": None, "from": str(sources / "alpaca_en.jsonl")}
     reasons = sorted((r.reason, r.source.rsplit("/", 1)[-1]) for r in mix.rejects)
-    assert reasons == [("bad_json", "alpaca_en.jsonl:21"), ("bad_parallel_line", "en-sw.tsv:4"),
-                       ("bad_parallel_line", "en-sw.tsv:5"), ("unknown_shape", "alpaca_en.jsonl:22")]
+    assert reasons == [("bad_parallel_line", "en-sw.tsv:4"), ("bad_parallel_line", "en-sw.tsv:5"),
+                       ("malformed_json", "alpaca_en.jsonl:21"), ("unknown_shape", "alpaca_en.jsonl:22")]
     # every row is accounted for: used, rejected, or left out by the ratio (translation: 2 pairs x 2 ways + 2 bad)
     assert sum(s["rows"] for s in mix.sources.values()) == 10 + 22 + 6
     assert len(mix.unsampled) == 10 and {e.source for e in mix.unsampled} == {"alpaca_en"}

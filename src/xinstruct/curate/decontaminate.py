@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
 import logging
 import re
 import unicodedata
@@ -36,8 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from xinstruct.curate.readers import _has_suffix
 from xinstruct.records import Record, Reject, stable_hash
+from xinstruct.rows import file_rows, has_suffix
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +206,11 @@ def _eval_files(paths: Iterable[str]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"evaluation set {str(path)!r} does not exist")
         if path.is_file():
-            if not _has_suffix(path, EVAL_SUFFIXES):
+            if not has_suffix(path, EVAL_SUFFIXES):
                 raise ValueError(f"unsupported evaluation file {str(path)!r}: expected one of {EVAL_SUFFIXES}")
             files.append(path)
             continue
-        found = sorted(q for q in path.rglob("*") if q.is_file() and _has_suffix(q, EVAL_SUFFIXES)
+        found = sorted(q for q in path.rglob("*") if q.is_file() and has_suffix(q, EVAL_SUFFIXES)
                        and not any(part.startswith(".") for part in q.relative_to(path).parts))
         if not found:
             raise ValueError(f"no evaluation files in {str(path)!r}: expected {', '.join(EVAL_SUFFIXES)}")
@@ -233,60 +232,17 @@ def _decode(raw: bytes, where: str) -> str:
         raise ValueError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
 
 
-def _rows(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
-    """(1-based line or row, row) for every row of one eval file."""
+def _rows(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """(where, row) for every row of one eval file: JSON lines, a JSON array and Parquet through `xinstruct.rows`
+    (any JSON value a row), .txt and .tsv lines here. An eval set must be read whole: a bad row raises."""
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        yield from _parquet_rows(path)
-    elif name.endswith(".txt"):
-        yield from _text_rows(path, tsv=False, fields=fields)
-    elif name.endswith(".tsv"):
-        yield from _text_rows(path, tsv=True, fields=fields)
-    elif name.endswith((".json", ".json.gz")) and _starts_array(path):
-        yield from _json_array_rows(path)
-    else:
-        yield from _json_line_rows(path)
-
-
-def _starts_array(path: Path) -> bool:
-    with _open(path) as fh:
-        return fh.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
-
-
-def _json_line_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open(path) as fh:
-        for n, raw in enumerate(fh, 1):
-            line = _decode(raw, f"{path}:{n}")
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})") from e
-
-
-def _json_array_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open(path) as fh:
-        text = _decode(fh.read(), str(path))
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from e
-    yield from enumerate(rows, 1)
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
-        raise ValueError(f"{path}: cannot read Parquet: {e}") from e
-    n = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            n += 1
-            yield n, row
+    if name.endswith(".txt") or name.endswith(".tsv"):
+        yield from ((f"{path}:{n}", row) for n, row in _text_rows(path, tsv=name.endswith(".tsv"), fields=fields))
+        return
+    for source, row, bad in file_rows(path):
+        if bad is not None:
+            raise ValueError(f"{source}: {bad.reason}: {bad.detail}")
+        yield source, row
 
 
 def _text_rows(path: Path, *, tsv: bool, fields: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
@@ -359,9 +315,10 @@ class Decontaminator:
         seen: set[int] = set()
         for path in self.files:
             n_read = 0
-            for line, row in _rows(path, cfg.fields):
+            for where, row in _rows(path, cfg.fields):
+                line = int(where.rsplit(":", 1)[1])  # the line (from 1), or the row of an array or Parquet (from 0)
                 if cfg.fields and not isinstance(row, (dict, str)):
-                    raise ValueError(f"{path}:{line}: expected a JSON object with fields {list(cfg.fields)}, "
+                    raise ValueError(f"{where}: expected a JSON object with fields {list(cfg.fields)}, "
                                      f"got {type(row).__name__}")
                 texts: list[str] = []
                 _strings(row, cfg.fields, not cfg.fields or isinstance(row, str), texts)

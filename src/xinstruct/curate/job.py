@@ -51,11 +51,13 @@ from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
 from xinstruct.execution.executors import Executor, make_executor
 from xinstruct.execution.pool import ModelPool
-from xinstruct.execution.provenance import input_fingerprint, versions
+from xinstruct.execution.provenance import versions
 from xinstruct.execution.shards import Counting, StageStats, Stream
+from xinstruct.execution.step import Step
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM
 from xinstruct.records import Record, Reject, stable_hash
+from xinstruct.rows import input_fingerprint, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +106,6 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     with atomic_write(done) as f:
         f.write(json.dumps(stats, indent=2))
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
-
-
-def read_input_records(path: Path) -> tuple[list[Record], list[Reject], str]:
-    """Records from a file or a run folder (its samples.jsonl) for a stage run alone; pairs without an
-    instruction are rejects. Returns records, rejects and a key for the input."""
-    src = path / "samples.jsonl" if path.is_dir() else path
-    if not src.is_file():
-        raise FileNotFoundError(f"no records at {path} (a .jsonl/.parquet records file, or a run folder "
-                                f"with samples.jsonl)")
-    recs: list[Record] = []
-    rejects: list[Reject] = []
-    for i, rec in enumerate(read_records(src), 1):
-        if not (rec.instruction or "").strip() or not (rec.response or rec.text or "").strip():
-            rejects.append(Reject.of(rec, "input", "not_a_pair", f"record {rec.id} ({src}:{i}) has no instruction "
-                                     f"or no response"))
-        else:
-            recs.append(rec)
-    return recs, rejects, stable_hash(input_fingerprint(src))
 
 
 STAGES = ("generate", "refine", "diversify")
@@ -183,7 +167,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
             src = Path(cfg.input or "")
             if not cfg.input:
                 raise ValueError(f"running {'+'.join(stages)} alone needs --input: a records file or a run folder")
-            records, input_rej, upstream = read_input_records(src)
+            records, input_rej, upstream = read_pairs(src)
             rejects.append(lambda: input_rej)
             input_info = {"path": str(src), "kind": "records"}
             counts["records_read"] = len(records) + len(input_rej)
@@ -221,7 +205,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
 
         if "diversify" in stages:
             t0 = time.perf_counter()
-            records, unsampled, info = run_diversify(cfg, list(records), upstream, work)
+            div = Diversify(cfg, upstream, work)
+            records, _ = executor.run_global(div, list(records))
+            unsampled, info = div.unsampled, div.info
             info["seconds"] = round(time.perf_counter() - t0, 2)
             info["folder"] = str(Path(info["folder"]).relative_to(out))
             stage_info["diversify"] = info
@@ -311,6 +297,27 @@ def _stage(st: StageStats, folder: Path, out: Path, rejected: int) -> dict[str, 
             "rejected": rejected, **st.extra, "llm": st.llm}
 
 
+class Diversify(Step):
+    """Diversification as a global step: it clusters all instructions at once, so every executor runs it once, in
+    the driver, on the gathered pairs. Returns the sampled records; `unsampled` and `info` hold the rest."""
+
+    name = "diversify"
+    is_global = True
+
+    def __init__(self, cfg: CurateConfig, upstream: str, work: Path):
+        self.cfg, self.upstream, self.work = cfg, upstream, work
+        self.unsampled: list[Record] = []
+        self.info: dict[str, Any] = {}
+        super().__init__()
+
+    def fingerprint(self) -> str:
+        return stable_hash(DIVERSIFY_FORMAT, self.upstream, self.cfg.diversify.embedder)
+
+    def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
+        sampled, self.unsampled, self.info = run_diversify(self.cfg, list(batch), self.upstream, self.work)
+        return sampled, []
+
+
 def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work: Path,
                   ) -> tuple[list[Record], list[Record], dict[str, Any]]:
     """Embed (cached in the stage folder), cluster and sample; returns sampled, not sampled and stats."""
@@ -321,8 +328,7 @@ def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work:
 
     d = cfg.diversify
     d.validate()
-    key = stable_hash(DIVERSIFY_FORMAT, upstream, d.embedder)
-    folder = work / f"diversify-{key}"
+    folder = work / f"diversify-{Diversify(cfg, upstream, work).fingerprint()}"
     emb_path = folder / "embeddings.npy"
     ids = [r.id for r in records]
     info: dict[str, Any] = {"folder": str(folder), "embedder": d.embedder}

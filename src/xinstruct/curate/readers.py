@@ -2,7 +2,8 @@
 
 One entry point, `read_documents`, takes whatever the user has: a JSON-lines file (plain
 or gzipped), a Parquet file, a folder saved by `datasets.Dataset.save_to_disk`, a folder
-of plain-text files (one document each) or a folder of JSONL/Parquet files. A bad record
+of plain-text files (one document each) or a folder of JSONL/Parquet files; the rows come
+from `xinstruct.rows`, the reader every input file goes through. A bad record
 never stops the run: it becomes a Reject (stage "read", unit "document") that names the
 file and line or row and keeps the raw data. A path that holds nothing readable is the
 user's error and raises.
@@ -14,8 +15,6 @@ and the path for text files. A record without an id gets "basename:line" (or ":r
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from xinstruct.records import Reject
+from xinstruct.rows import (
+    JSON_SUFFIXES,
+    PARQUET_SUFFIXES,
+    Row,
+    file_rows,
+    has_suffix,
+    is_saved_dataset,
+    saved_dataset_rows,
+)
 
 log = logging.getLogger(__name__)
 
 STAGE = "read"
-JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
-PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt",)
 
 
@@ -56,11 +62,6 @@ def _reject(reason: str, detail: str, source: str, record: dict[str, Any],
                   source=source, record=record)
 
 
-def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in suffixes)
-
-
 def read_documents(path: str | Path, *, text_field: str = "text", id_field: str = "id",
                    lang_field: str = "lang") -> Iterator[Document | Reject]:
     """Documents (and Rejects for unreadable records) from a file or folder, in a fixed order.
@@ -80,13 +81,12 @@ def _plan(root: Path) -> list[Any]:
     """One reader per input unit, in order; raises if the path holds nothing readable."""
     if root.is_file():
         return [_file_reader(root, root.parent)]
-    if (root / "dataset_info.json").is_file() or (root / "state.json").is_file() \
-            or (root / "dataset_dict.json").is_file():
-        return [lambda f: _read_saved_dataset(root, f)]
+    if is_saved_dataset(root):
+        return [lambda f: _read_rows(saved_dataset_rows(root), root, f)]
     files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(root).parts))
-    data = [p for p in files if _has_suffix(p, JSON_SUFFIXES + PARQUET_SUFFIXES)]
-    texts = [p for p in files if _has_suffix(p, TEXT_SUFFIXES)]
+    data = [p for p in files if has_suffix(p, JSON_SUFFIXES + PARQUET_SUFFIXES)]
+    texts = [p for p in files if has_suffix(p, TEXT_SUFFIXES)]
     if data:
         if texts:
             log.warning("%s: reading %d JSONL/Parquet files; ignoring %d .txt files beside them",
@@ -99,11 +99,9 @@ def _plan(root: Path) -> list[Any]:
 
 
 def _file_reader(p: Path, root: Path) -> Any:
-    if _has_suffix(p, JSON_SUFFIXES):
-        return lambda f: _read_json_lines(p, f)
-    if _has_suffix(p, PARQUET_SUFFIXES):
-        return lambda f: _read_parquet(p, f)
-    if _has_suffix(p, TEXT_SUFFIXES):
+    if has_suffix(p, JSON_SUFFIXES + PARQUET_SUFFIXES):
+        return lambda f: _read_rows(file_rows(p), p, f)
+    if has_suffix(p, TEXT_SUFFIXES):
         return lambda f: _read_text_file(p, root)
     raise ValueError(f"unsupported corpus file {str(p)!r}: expected .jsonl, .jsonl.gz, .json, .parquet "
                      f"or .txt")
@@ -132,81 +130,19 @@ def _from_row(row: Any, source: str, default_id: str, f: _Fields) -> Document | 
     return Document(doc_id=doc_id, text=text, lang=lang, source=source, meta=meta)
 
 
-def _read_json_lines(p: Path, f: _Fields) -> Iterator[Document | Reject]:
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
+def _read_rows(rows: Iterator[Row], where: Path, f: _Fields) -> Iterator[Document | Reject]:
+    """Documents from the rows of one file or saved dataset (`xinstruct.rows`). A file that breaks off (a truncated
+    gzip, a corrupt Parquet file) ends in an `unreadable_file` reject: the rest of it is lost."""
     try:
-        if p.name.lower().endswith((".json", ".json.gz")):
-            with opener(p, "rb") as fh:
-                head = fh.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n")
-            if head.startswith(b"["):  # a .json file holding one array, not JSON lines
-                yield from _read_json_array(p, f)
-                return
-        with opener(p, "rb") as fh:
-            for n, raw in enumerate(fh, 1):
-                yield from _parse_line(raw, f"{p}:{n}", f"{p.name}:{n}", f)
-    except (OSError, EOFError) as e:  # truncated gzip, unreadable file: the rest of this file is lost
-        yield _reject("unreadable_file", f"{p}: stopped reading: {e}", str(p), {"path": str(p)})
-
-
-def _parse_line(raw: bytes, source: str, default_id: str, f: _Fields) -> Iterator[Document | Reject]:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        kept = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        yield _reject("invalid_utf8", f"{source} (doc {default_id}): line is not valid UTF-8 ({e.reason} at "
-                      f"byte {e.start})", source, {"raw": kept}, default_id)
-        return
-    line = line.lstrip("\ufeff").rstrip("\r\n")
-    if not line.strip():
-        return  # blank line: no record here
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        yield _reject("malformed_json", f"{source} (doc {default_id}): malformed JSON: {e.msg} "
-                      f"(line {source.rsplit(':', 1)[1]}, column {e.colno})", source, {"raw": line},
-                      default_id)
-        return
-    yield _from_row(row, source, default_id, f)
-
-
-def _read_json_array(p: Path, f: _Fields) -> Iterator[Document | Reject]:
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rb") as fh:
-        raw = fh.read()
-    try:
-        rows = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        yield _reject("malformed_json", f"{p}: file starts a JSON array but cannot be parsed: {e}", str(p),
-                      {"raw": raw.decode("utf-8", errors="replace")})
-        return
-    for n, row in enumerate(rows):
-        yield _from_row(row, f"{p}:{n}", f"{p.name}:{n}", f)
-
-
-def _read_parquet(p: Path, f: _Fields) -> Iterator[Document | Reject]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(p)
-        row = 0
-        for batch in pf.iter_batches(batch_size=1024):
-            for rec in batch.to_pylist():
-                yield _from_row(rec, f"{p}:{row}", f"{p.name}:{row}", f)
-                row += 1
-    except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt files
-        yield _reject("unreadable_file", f"{p}: cannot read Parquet: {e}", str(p), {"path": str(p)})
-
-
-def _read_saved_dataset(root: Path, f: _Fields) -> Iterator[Document | Reject]:
-    import datasets
-
-    loaded = datasets.load_from_disk(str(root))
-    splits = [(f"{root}/{name}", loaded[name]) for name in sorted(loaded)] \
-        if isinstance(loaded, datasets.DatasetDict) else [(str(root), loaded)]
-    for where, ds in splits:
-        name = Path(where).name
-        for row, rec in enumerate(ds):
-            yield _from_row(rec, f"{where}:{row}", f"{name}:{row}", f)
+        for source, row, bad in rows:
+            default_id = source.rsplit("/", 1)[-1]
+            if bad is None:
+                yield _from_row(row, source, default_id, f)
+            else:
+                yield _reject(bad.reason, f"{source} (doc {default_id}): {bad.detail}", source, {"raw": bad.raw},
+                              default_id)
+    except (OSError, EOFError, ValueError) as e:
+        yield _reject("unreadable_file", f"{where}: stopped reading: {e}", str(where), {"path": str(where)})
 
 
 def _read_text_file(p: Path, root: Path) -> Iterator[Document | Reject]:
@@ -216,7 +152,7 @@ def _read_text_file(p: Path, root: Path) -> Iterator[Document | Reject]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        yield _reject("invalid_utf8", f"{source} (doc {doc_id}): file is not valid UTF-8 ({e.reason} at byte "
+        yield _reject("bad_encoding", f"{source} (doc {doc_id}): file is not valid UTF-8 ({e.reason} at byte "
                       f"{e.start})", source, {"raw": raw.decode("utf-8", errors="replace")}, doc_id)
         return
     text = text.lstrip("\ufeff")

@@ -17,7 +17,6 @@ and scores.jsonl, the resume cache: log-likelihoods appended per batch, keyed by
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import json
@@ -30,10 +29,12 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from xinstruct.io import scan_jsonl, write_jsonl
+from xinstruct.io import write_jsonl
 from xinstruct.languages import NAMES
 from xinstruct.llm import LLM, ModelConfig, load_llm
 from xinstruct.records import stable_hash
+from xinstruct.rows import Row, dataset_rows, is_saved_dataset
+from xinstruct.rows import read_rows as read_file_rows
 
 TASKS = ("xcopa", "xnli", "xstorycloze", "pawsx")
 ENGINES = ("xinstruct", "lm-eval")
@@ -167,47 +168,33 @@ def words_for(task: str, lang: str) -> tuple[dict[str, Any], bool]:
 
 # ---------------------------------------------------------------- reading rows
 
-Row = tuple[str, Any, str | None]  # (source, row, why it could not be read: None if it could)
-
-
 def read_rows(spec: str, split: str | None = None) -> Iterator[Row]:
-    """Rows of a local file, a saved `datasets` folder or a cached hf: dataset, with their sources."""
+    """Rows of a local file or folder (`xinstruct.rows`) or of a cached hf: dataset, with their sources. A
+    DatasetDict gives its `split`, else its test (or validation) split, else its only one."""
     if spec.startswith("hf:"):
-        yield from _dataset_rows(spec, _load_hf(spec, split), split)
+        loaded = _load_hf(spec, split)
+        yield from dataset_rows(spec, loaded, _pick_split(spec, loaded, split))
         return
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"benchmark data not found: {path}")
-    if path.is_dir():
+    if path.is_dir() and is_saved_dataset(path):
         import datasets
 
-        yield from _dataset_rows(str(path), datasets.load_from_disk(str(path)), split)
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = (r for b in pq.ParquetFile(path).iter_batches(batch_size=1024) for r in b.to_pylist())
-        yield from ((f"{path}:{n}", r, None) for n, r in enumerate(rows))
-    elif path.suffix in (".tsv", ".csv"):
-        yield from _csv_rows(path)
-    elif path.suffix == ".json" and path.read_bytes().lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        yield from ((f"{path}:{n}", r, None) for n, r in enumerate(json.loads(path.read_text("utf-8-sig"))))
-    else:
-        yield from _json_lines(path)
+        loaded = datasets.load_from_disk(str(path))
+        yield from dataset_rows(str(path), loaded, _pick_split(spec, loaded, split))
+        return
+    yield from read_file_rows(path, objects=False)  # make_item names a row that is not an object
 
 
-def _json_lines(path: Path) -> Iterator[Row]:
-    for source, row, error in scan_jsonl(path):
-        yield source, row, None if error is None else error[1]
-
-
-def _csv_rows(path: Path) -> Iterator[Row]:
-    """TSV as the XNLI and PAWS-X releases write it (no quoting), CSV with quoting."""
-    quoting = csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
-        for row in reader:
-            bad = None in row or None in row.values()
-            yield f"{path}:{reader.line_num}", row, "wrong number of columns" if bad else None
+def _pick_split(where: str, loaded: Any, split: str | None) -> str | None:
+    if not hasattr(loaded, "keys"):  # a Dataset: no splits
+        return None
+    names = list(loaded.keys())
+    pick = split or next((s for s in ("test", "validation") if s in names), names[0] if len(names) == 1 else None)
+    if pick not in names:
+        raise ValueError(f"{where}: choose a split (split=...) among {', '.join(names)}")
+    return pick
 
 
 @contextlib.contextmanager
@@ -239,16 +226,6 @@ def _load_hf(spec: str, split: str | None) -> Any:
         raise FileNotFoundError(f"{spec}: not in the local datasets cache ({type(e).__name__}: {e}); xinstruct "
                                 f"reads datasets offline: download it once with datasets.load_dataset, or "
                                 f"give a local file") from e
-
-
-def _dataset_rows(where: str, loaded: Any, split: str | None) -> Iterator[Row]:
-    if hasattr(loaded, "keys"):  # a DatasetDict
-        names = list(loaded.keys())
-        pick = split or next((s for s in ("test", "validation") if s in names), names[0] if len(names) == 1 else None)
-        if pick not in names:
-            raise ValueError(f"{where}: choose a split (split=...) among {', '.join(names)}")
-        where, loaded = f"{where}:{pick}", loaded[pick]
-    yield from ((f"{where}:{n}", row, None) for n, row in enumerate(loaded))
 
 
 def lang_from_name(spec: str) -> str | None:
@@ -311,9 +288,9 @@ def load_items(task: str, spec: str, *, lang: str | None = None,
     items: list[Item] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for source, row, error in read_rows(spec, split):
-        if error:
-            rejects.append(_reject(source, "unreadable_row", error))
+    for source, row, bad in read_rows(spec, split):
+        if bad is not None:
+            rejects.append(_reject(source, bad.reason, bad.detail))
             continue
         field_lang = (row.get("lang") or row.get("language")) if isinstance(row, dict) else None
         got = make_item(task, row, source, lang or field_lang or hint, source.rsplit("/", 1)[-1])

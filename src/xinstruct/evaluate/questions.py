@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from xinstruct.io import scan_jsonl
 from xinstruct.languages import NAMES
+from xinstruct.rows import json_lines, objects_only
 
 PACKAGED = "packaged"
 
@@ -68,12 +68,10 @@ def read_questions(path: str | Path = PACKAGED, *, lang: str | None = None, lang
     seen: set[tuple[str, str]] = set()
     for f in files:
         file_lang = lang or lang_from_name(f)
-        for src, row, error in scan_jsonl(f):
-            if error is not None:
-                rejects.append(_reject(src, error[0], error[1], error[2][:2000]))
-                continue
-            if not isinstance(row, dict):
-                rejects.append(_reject(src, "malformed_json", "a row must be a JSON object", row))
+        for src, row, bad in objects_only(json_lines(f)):
+            if bad is not None:
+                raw = bad.raw[:2000] if isinstance(bad.raw, str) else bad.raw
+                rejects.append(_reject(src, bad.reason, bad.detail, raw))
                 continue
             q = _question(row, src, file_lang)
             if isinstance(q, dict):

@@ -7,7 +7,7 @@
 
 Every reader returns `(items, rejects)`. A bad record never stops a file: it becomes a reject
 `{"source": "file:line", "reason": "<code>", "detail": "..."}` (reasons: bad_encoding, malformed_json,
-not_an_object, malformed_row, missing_field, wrong_type, empty_input, empty_reference, duplicate_id,
+not_an_object, wrong_columns, missing_field, wrong_type, empty_input, empty_reference, duplicate_id,
 unknown_lang). In a SQuAD JSON file, which is one JSON document (often one line), the source is a JSON
 path instead: "xquad.th.json:data[0].paragraphs[2].qas[1]". A file that cannot be read at all, Flores
 files of different lengths, or a file whose language cannot be told, raise ValueError.
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xinstruct.io import scan_jsonl
 from xinstruct.languages import NAMES, language_name
+from xinstruct.rows import Row as FileRow
+from xinstruct.rows import json_lines, objects_only, table_rows
 
 # ISO 639-3 codes (the first part of Flores codes such as "swh_Latn") of the paper's languages and English.
 FLORES_CODES = {"eng": "en", "fin": "fi", "ind": "id", "tha": "th", "tur": "tr", "vie": "vi", "ben": "bn",
@@ -232,38 +233,18 @@ Row = tuple[str, dict[str, Any] | None, Reject | None]  # (source, record, rejec
 
 def _jsonl(path: Path) -> Iterator[Row]:
     """A row per non-blank line: its object, or a reject if the line is not a JSON object."""
-    for source, obj, error in scan_jsonl(path):
-        if error is not None:
-            yield source, None, _reject(source, error[0], error[1])
-        elif isinstance(obj, dict):
-            yield source, obj, None
-        else:
-            yield source, None, _reject(source, "not_an_object", f"a JSON {type(obj).__name__}, not an object")
+    return _rows(objects_only(json_lines(path)))
 
 
 def _tsv(path: Path) -> Iterator[Row]:
     """A row ({column: cell}) per line of a tab-separated file whose first line names the columns.
     No quoting: Flores sentences contain quote marks, never tabs."""
-    with open(path, "rb") as f:
-        header: list[str] | None = None
-        for i, raw in enumerate(f, 1):
-            source = f"{path}:{i}"
-            line = raw.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            try:
-                cells = _decode(line).split("\t")
-            except _Bad as e:
-                if header is None:
-                    raise ValueError(f"{source}: the header line is not UTF-8") from None
-                yield source, None, _reject(source, e.reason, str(e))
-                continue
-            if header is None:
-                header = [c.strip() for c in cells]
-            elif len(cells) != len(header):
-                yield source, None, _reject(source, "malformed_row", f"{len(cells)} cells, header has {len(header)}")
-            else:
-                yield source, dict(zip(header, cells, strict=True)), None
+    return _rows(table_rows(path, tsv=True))
+
+
+def _rows(read: Iterator[FileRow]) -> Iterator[Row]:
+    for source, row, bad in read:
+        yield source, row, None if bad is None else _reject(source, bad.reason, bad.detail)
 
 
 def _collect(rows: Iterator[Row], parse: Callable[[str, dict[str, Any]], Any],

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.settings import ExecutorConfig
 from xinstruct.execution.shards import StageStats, StepFn, run_sharded
-from xinstruct.execution.step import Step, step_name
+from xinstruct.execution.step import Step, run_global, step_name
 
 __all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
 
@@ -24,6 +24,10 @@ class Executor(Protocol):
             cfg: Any, work: Path, shard_size: int | None = None, name: str | None = None,
             ) -> tuple[Path, StageStats]:
         """Run `step` over `items` in shards (see `run_sharded`): the stage folder and its stats."""
+        ...
+
+    def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Run a global step (`is_global`: it needs all items at once) once, here, on the gathered items."""
         ...
 
 
@@ -45,6 +49,9 @@ class LocalExecutor:
         if isinstance(step, Step):
             stats.llm = step.llm_stats()
         return folder, stats
+
+    def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        return run_global(step, items)
 
 
 def make_executor(cfg: ExecutorConfig | None, pool: ModelPool | None) -> Executor:

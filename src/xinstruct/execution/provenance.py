@@ -1,20 +1,12 @@
-"""Provenance of a run: the versions of what produced it and a fingerprint of its input files."""
+"""Provenance of a run: the versions of what produced it (its input files' fingerprint: `xinstruct.rows`)."""
 
 from __future__ import annotations
 
 import platform
 from contextlib import suppress
 from importlib import metadata
-from pathlib import Path
-from typing import Any
 
 from xinstruct import __version__
-
-
-def input_fingerprint(path: Path) -> list[Any]:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
-            for f in files]
 
 
 def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:

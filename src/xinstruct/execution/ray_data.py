@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.settings import ExecutorConfig
 from xinstruct.execution.shards import StageStats, StepFn, run_shard, shard_path, shards
-from xinstruct.execution.step import Step, step_name
+from xinstruct.execution.step import Step, run_global, step_name
 from xinstruct.io import atomic_write
 from xinstruct.llm.cache import ShardCache
 
@@ -126,6 +126,10 @@ class RayExecutor:
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
 
+    def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """A global step runs once, in the driver, on the gathered items (as the local executor runs it)."""
+        return run_global(step, items)
+
     def start(self) -> Any:
         try:
             import ray
@@ -171,8 +175,9 @@ class RayExecutor:
                                 num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None)  # actors restart on death
             done_n = n_items - sum(t["n"] for t in todo)
             with tqdm(total=n_items, initial=done_n, desc=name, unit="rec", disable=not cfg.progress) as bar:
+                sizes = {t["shard"]: t["n"] for t in todo}
                 for row in ds.iter_rows():
-                    bar.update(int(next(t["n"] for t in todo if t["shard"] == int(row["shard"]))))
+                    bar.update(sizes[int(row["shard"])])
                     for k, v in json.loads(row["llm"]).items():
                         llm[k] = llm.get(k, 0) + v
         stats = StageStats(seconds=time.perf_counter() - t0, resumed=len(todo) < n_shards,

@@ -102,3 +102,10 @@ def step_name(step: Any) -> str:
     if not name:
         raise ValueError(f"the step {step!r} has no name: pass name= to the executor")
     return name
+
+
+def run_global(step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
+    """What every executor does with a global step: run it once, in the driver, on all items."""
+    if not step.is_global:
+        raise ValueError(f"step {step.name!r} is not global: run it over shards")
+    return step(items)

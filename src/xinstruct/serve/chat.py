@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from xinstruct.io import atomic_write, dumps, scan_jsonl
+from xinstruct.io import atomic_write, dumps
 from xinstruct.languages import PAPER_LANGUAGES, language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, Message, ModelConfig, load_llm
+from xinstruct.rows import json_lines
 
 
 @dataclass
@@ -242,9 +243,9 @@ class ConversationLog:
         with self._lock:
             lines: list[tuple[str | None, str]] = []
             if self.path.exists():
-                for _where, value, bad in scan_jsonl(self.path):
+                for _where, value, bad in json_lines(self.path):
                     if bad is not None:
-                        lines.append((None, bad[2]))
+                        lines.append((None, bad.raw))
                     else:
                         lines.append((value.get("id") if isinstance(value, dict) else None, dumps(value)))
             new = {r["id"]: dumps(r) for r in records}
@@ -257,4 +258,4 @@ class ConversationLog:
             return len(out)
 
     def read(self) -> list[dict[str, Any]]:
-        return [v for _, v, bad in scan_jsonl(self.path) if bad is None] if self.path.exists() else []
+        return [v for _, v, bad in json_lines(self.path) if bad is None] if self.path.exists() else []

@@ -11,10 +11,12 @@ default (instead of few-shot prompting an instruct model).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.records import Record, Reject, stable_hash
+from xinstruct.rows import read_pairs
 from xinstruct.train.data import Mix
 from xinstruct.train.formats import Example
 from xinstruct.train.sft import TrainConfig, train_sft
@@ -35,11 +37,7 @@ def backward_examples(seeds: str | None = None, records: str | None = None, temp
     items: list[tuple[str, str, str, str]] = [(s.instruction, s.response, s.lang, f"seed:{i}")
                                               for i, s in enumerate(gen.seeds)]
     if records:
-        from pathlib import Path
-
-        from xinstruct.curate.job import read_input_records
-
-        recs, rejs, _ = read_input_records(Path(records))
+        recs, rejs, _ = read_pairs(Path(records))
         rejects += rejs
         items += [(r.instruction or "", r.response or r.text, r.lang, r.source or r.id) for r in recs]
     for instruction, text, lang, origin in items:

@@ -19,7 +19,6 @@ silently.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,10 +28,9 @@ from typing import Any
 import yaml
 
 from xinstruct.records import Reject, stable_hash
+from xinstruct.rows import read_rows as read_file_rows
 from xinstruct.train.formats import Example, FormatError, to_example
 from xinstruct.train.translation import translation_rows
-
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
@@ -114,50 +112,13 @@ def parse_spec(spec: str, aliases: dict[str, dict[str, Any]]) -> list[Source]:
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
-    """(origin, row) for every row of a file, a folder of files, a run folder or a `datasets` folder.
-    A line that is not a JSON object comes back as a Reject."""
+    """(origin, row) for every row of a file, a folder of files, a run folder or a `datasets` folder
+    (`xinstruct.rows`); a row that cannot be read (or is not a JSON object) comes back as a Reject."""
     p = Path(path)
-    if p.is_dir():
-        if (p / "samples.jsonl").is_file():  # an xinstruct run folder
-            yield from read_rows(p / "samples.jsonl")
-            return
-        if (p / "dataset_info.json").is_file() or (p / "state.json").is_file():
-            from datasets import load_from_disk
-
-            for i, row in enumerate(load_from_disk(str(p)), 1):
-                yield f"{p}#{i}", dict(row)
-            return
-        files = sorted(f for f in p.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file())
-        if not files:
-            raise FileNotFoundError(f"no {', '.join(DATA_SUFFIXES)} files in {p}")
-        for f in files:
-            yield from read_rows(f)
-        return
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"training data not found: {p}")
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(p).to_pylist(), 1):
-            yield f"{p}#{i}", row
-    elif p.suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise ValueError(f"{p}: a .json data file must hold a list of rows")
-        for i, row in enumerate(data, 1):
-            yield f"{p}#{i}", row
-    else:
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                origin = f"{p}:{i}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield origin, _reject(origin, "bad_json", f"not valid JSON ({e})", {"line": line.rstrip()})
-                    continue
-                yield origin, row
+    for origin, row, bad in read_file_rows(p):
+        yield origin, row if bad is None else _reject(origin, bad.reason, bad.detail, bad.raw)
 
 
 def _reject(origin: str, reason: str, detail: str, row: Any, rid: str | None = None) -> Reject:
@@ -178,9 +139,6 @@ def source_examples(src: Source, fmt: str, seed: int = 0) -> tuple[list[Example]
     for origin, row in pairs:
         if isinstance(row, Reject):
             rejects.append(row)
-            continue
-        if not isinstance(row, dict):
-            rejects.append(_reject(origin, "bad_row", "a row must be a JSON object", row))
             continue
         try:
             ex = to_example(row, fmt, default_lang=src.lang, rid=stable_hash(origin), system=src.system)
