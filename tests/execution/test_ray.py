@@ -69,15 +69,20 @@ def _wait_for_shards(proc: subprocess.Popen, out: Path, n: int, deadline_s: floa
 
 
 def test_ray_curate_gives_the_local_executors_files(tmp_path):
-    """The whole job (generation, the relevance gate before and after refinement, refinement, diversification)
-    with --executor ray writes byte-identical samples, rejects and unsampled files."""
-    common = ("--lang", "sw,tr", "--set", "shard_size=2", "--no-selfcheck", "--decide", "relevance",
+    """The whole job (the self-check, generation, the relevance gate before and after refinement, refinement,
+    diversification) with --executor ray writes byte-identical samples, rejects and unsampled files, and the
+    driver loads no model: the gate's probe and the self-check ran as a Ray task."""
+    common = ("--lang", "sw,tr", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide", "relevance",
               "--relevance-threshold", "-100", "--set", "refine.iterations=1")
     _run(_xinstruct("curate", "--out", str(tmp_path / "local"), *common))
     r = _run(_xinstruct("curate", "--out", str(tmp_path / "ray"), "--executor", "ray", *common))
     _same_outputs(tmp_path / "local", tmp_path / "ray")
     m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    local = json.loads((tmp_path / "local" / "manifest.json").read_text())
     assert m["counts"]["candidates"] >= 1 and "LLM calls" in r.stdout
+    assert m["models"] == [] and len(local["models"]) >= 2  # the local driver loaded its engines, Ray's none
+    for name in ("judge", "relevance"):
+        assert m["selection"]["selfcheck"][name]["auc"] == local["selection"]["selfcheck"][name]["auc"], name
     for stage in ("generate", "relevance-pre", "refine", "relevance-post"):
         st = m["stages"][stage]
         assert st["executor"] == "ray" and st["shards_resumed"] == 0, stage

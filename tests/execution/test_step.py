@@ -164,3 +164,11 @@ def test_a_global_step_runs_once_on_all_items_in_either_executor_and_a_sharded_o
 
     with pytest.raises(ValueError, match="not global"):
         LocalExecutor().run_global(AnswerStep("infer", ModelConfig(), GenerationParams(), "x"), [])
+
+
+def test_the_local_executor_runs_a_task_on_the_runs_pool(tmp_path):
+    with ModelPool.open(None, tmp_path, Echo()) as pool:
+        ex = LocalExecutor(pool)
+        assert ex.run_task(lambda p, x: (p, x), 3, models=[ModelConfig()]) == (pool, 3) and not ex.remote
+    with pytest.raises(ValueError, match="model pool"):
+        LocalExecutor().run_task(lambda p: p)

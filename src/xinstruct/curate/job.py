@@ -49,7 +49,7 @@ from xinstruct.curate.relevance import RelevanceGate, RelevanceScorer
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
-from xinstruct.execution.executors import Executor, make_executor
+from xinstruct.execution.executors import Executor, LocalExecutor, make_executor
 from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.provenance import versions
 from xinstruct.execution.shards import Counting, StageStats, Stream
@@ -174,8 +174,13 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         counts["candidates"] = len(records)  # type: ignore[arg-type]
 
         if "refine" in stages:
-            ref_llm = pool.stage_llm(cfg.refine.model, "refine")
-            sel = Selection.setup(cfg, pool, ref_llm, records, work, out, executor)
+            langs = sorted({r.lang for r in records} or (cfg.target_langs() or set()))
+            if executor.remote:
+                # The gate's probe and the self-check load the judge and the scorer: on a cluster they run there as
+                # a task (their results are files in the work folder), so the driver reads them and loads no model.
+                executor.run_task(selection_evidence, cfg, langs, work, out, cache=work / "selection.cache.jsonl",
+                                  models=[cfg.refine.model, cfg.relevance.scorer_model()])
+            sel = Selection.setup(cfg, pool, langs, work, out, executor)
             selection = sel.info
             if sel.gate is not None:
                 records, rej, upstream = sel.run_gate("pre", records, upstream, stage_info)
@@ -376,8 +381,11 @@ class Selection:
         self.work, self.out, self.executor = work, out, executor
 
     @classmethod
-    def setup(cls, cfg: CurateConfig, pool: ModelPool, judge_llm: LLM, records: Iterable[Record], work: Path,
-              out: Path, executor: Executor) -> Selection:
+    def setup(cls, cfg: CurateConfig, pool: ModelPool, langs: Sequence[str], work: Path, out: Path,
+              executor: Executor | None = None) -> Selection:
+        """The run's selectors, from the gate's probe and the self-check (each computed once and kept in `work`:
+        a resumed run, or a driver after `selection_evidence` ran on the cluster, loads no model for them)."""
+        judge_llm = pool.stage_llm(cfg.refine.model, "refine")
         rc, sc = cfg.relevance, cfg.selfcheck
         rc.validate()
         sc.validate()
@@ -399,7 +407,6 @@ class Selection:
                 info["gate"].update(skipped=False, model=probe["model"], backend=probe["backend"],
                                     layout=probe["layout"], max_response_tokens=rc.max_response_tokens)
         check = None
-        langs = sorted({r.lang for r in records} or (cfg.target_langs() or set()))
         if sc.enabled:
             planted = planted_pairs(load_seeds(cfg.generate.seeds), langs, sc.size, sc.seed)
             if planted:
@@ -436,7 +443,8 @@ class Selection:
         info.update(judge_decides=judge_decides, gate_decides=gate_decides, why=why)
         if cfg.decide == "auto" and ("failed" in why or "no selector" in why):
             log.warning("selection: %s", why)
-        return cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out, executor)
+        return cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out,
+                   executor or LocalExecutor(pool))
 
     @staticmethod
     def _probe(rc: Any, scorer: RelevanceScorer, pool: ModelPool, work: Path) -> dict[str, Any]:
@@ -485,6 +493,12 @@ class Selection:
         kept, rej, n_rej = Stream.of_shards(folder)
         stage_info[step.name] = _stage(st, folder, self.out, n_rej)
         return kept, rej, folder.name
+
+
+def selection_evidence(pool: ModelPool, cfg: CurateConfig, langs: Sequence[str], work: Path, out: Path) -> None:
+    """The gate's probe and the self-check, written to `work` (an executor task: on Ray it runs on the cluster with
+    its own model pool, so the driver needs neither model)."""
+    Selection.setup(cfg, pool, langs, work, out)
 
 
 def _selection_counts(selection: dict[str, Any], tally: _RejectTally) -> dict[str, Any]:

@@ -6,7 +6,7 @@ one ran it, and either resumes what the other began.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,11 +14,13 @@ from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.settings import ExecutorConfig
 from xinstruct.execution.shards import StageStats, StepFn, run_sharded
 from xinstruct.execution.step import Step, run_global, step_name
+from xinstruct.llm import ModelConfig
 
 __all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
 
 class Executor(Protocol):
     kind: str
+    remote: bool  # whether model work runs outside this process (then this process loads no model)
 
     def run(self, step: Step | StepFn, key: str, items: Iterable[Any], n_items: int, batch_size: int | None,
             cfg: Any, work: Path, shard_size: int | None = None, name: str | None = None,
@@ -30,11 +32,18 @@ class Executor(Protocol):
         """Run a global step (`is_global`: it needs all items at once) once, here, on the gathered items."""
         ...
 
+    def run_task(self, fn: Callable[..., Any], *args: Any, models: Sequence[ModelConfig | None] = (),
+                 cache: Path | None = None) -> Any:
+        """`fn(pool, *args)` once, with a model pool where the executor runs model work (`models`: what it will
+        load, to size its resources; `cache`: the request-cache file of a pool of its own); returns its result."""
+        ...
+
 
 class LocalExecutor:
     """Runs a step in this process, bound to the run's model pool (so stages share engines)."""
 
     kind = "local"
+    remote = False
 
     def __init__(self, pool: ModelPool | None = None):
         self.pool = pool
@@ -52,6 +61,13 @@ class LocalExecutor:
 
     def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
         return run_global(step, items)
+
+    def run_task(self, fn: Callable[..., Any], *args: Any, models: Sequence[ModelConfig | None] = (),
+                 cache: Path | None = None) -> Any:
+        """`fn(pool, *args)` on the run's pool, here (`models` and `cache` are for executors that run elsewhere)."""
+        if self.pool is None:
+            raise ValueError("the local executor runs tasks on the run's model pool: give it one")
+        return fn(self.pool, *args)
 
 
 def make_executor(cfg: ExecutorConfig | None, pool: ModelPool | None) -> Executor:

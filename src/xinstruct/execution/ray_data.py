@@ -19,8 +19,9 @@ import json
 import logging
 import os
 import pickle
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from xinstruct.execution.settings import ExecutorConfig
 from xinstruct.execution.shards import StageStats, StepFn, run_shard, shard_path, shards
 from xinstruct.execution.step import Step, run_global, step_name
 from xinstruct.io import atomic_write
+from xinstruct.llm import ModelConfig
 from xinstruct.llm.cache import ShardCache
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,16 @@ class ShardWorker:
             self.pool.use_cache(cache)
 
 
+def _pooled_task(fn: Callable[..., Any], args: tuple[Any, ...], cache: str | None) -> Any:
+    """A Ray task's body: `fn(pool, *args)` with a model pool of its own over the request-cache file `cache`."""
+    store = ShardCache(cache or Path(tempfile.mkdtemp()) / "task.cache.jsonl")
+    try:
+        with ModelPool(store) as pool:
+            return fn(pool, *args)
+    finally:
+        store.close()
+
+
 def _llm_stats(step: Step | StepFn) -> dict[str, Any]:
     return step.llm_stats() if isinstance(step, Step) else {}
 
@@ -122,6 +134,7 @@ class RayExecutor:
     """Runs a stage's unfinished shards on Ray Data actors (see the module's doc)."""
 
     kind = "ray"
+    remote = True
 
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
@@ -129,6 +142,18 @@ class RayExecutor:
     def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:
         """A global step runs once, in the driver, on the gathered items (as the local executor runs it)."""
         return run_global(step, items)
+
+    def run_task(self, fn: Callable[..., Any], *args: Any, models: Sequence[ModelConfig | None] = (),
+                 cache: Path | None = None) -> Any:
+        """`fn(pool, *args)` once as a Ray task, with a model pool of its own (its request cache the JSONL file
+        `cache`, else a temporary one), sized for the heaviest of `models` (a GPU where any needs one)."""
+        ray = self.start()
+        cluster = ray.cluster_resources()
+        plans = [plan_actors(self.cfg, m.resolved_backend(), 1, cluster) for m in models if m is not None]
+        num_cpus = max((p.num_cpus for p in plans), default=1.0)
+        num_gpus = max((p.num_gpus for p in plans), default=0.0)
+        task = ray.remote(_pooled_task).options(num_cpus=num_cpus, num_gpus=num_gpus or None)
+        return ray.get(task.remote(fn, args, str(cache) if cache else None))
 
     def start(self) -> Any:
         try:
