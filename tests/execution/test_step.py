@@ -172,3 +172,16 @@ def test_the_local_executor_runs_a_task_on_the_runs_pool(tmp_path):
         assert ex.run_task(lambda p, x: (p, x), 3, models=[ModelConfig()]) == (pool, 3) and not ex.remote
     with pytest.raises(ValueError, match="model pool"):
         LocalExecutor().run_task(lambda p: p)
+
+
+def test_the_ray_executor_refuses_engines_built_in_this_process(tmp_path):
+    from xinstruct.execution.executors import make_executor
+
+    with ModelPool.open(None, tmp_path, Echo()) as pool:
+        with pytest.raises(ValueError, match="cannot be shipped to Ray"):
+            make_executor(ExecutorConfig(kind="ray"), pool)
+        assert make_executor(ExecutorConfig(), pool).kind == "local"
+    with ModelPool.open(None, tmp_path) as pool:
+        assert make_executor(ExecutorConfig(kind="ray"), pool).kind == "ray"  # settings only: fine
+    with pytest.raises(ValueError, match="executor.kind"):
+        make_executor(ExecutorConfig(kind="dask"), None)

@@ -77,5 +77,9 @@ def make_executor(cfg: ExecutorConfig | None, pool: ModelPool | None) -> Executo
     if cfg.kind == "ray":
         from xinstruct.execution.ray_data import RayExecutor
 
+        if pool is not None and (pool.llm is not None or pool.by_role):
+            raise ValueError("engines built in this process (llm=, models=) cannot be shipped to Ray actors: use "
+                             "the local executor, or give their settings (ModelConfig) instead")
+
         return RayExecutor(cfg)
     return LocalExecutor(pool)
