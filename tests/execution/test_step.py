@@ -185,3 +185,10 @@ def test_the_ray_executor_refuses_engines_built_in_this_process(tmp_path):
         assert make_executor(ExecutorConfig(kind="ray"), pool).kind == "ray"  # settings only: fine
     with pytest.raises(ValueError, match="executor.kind"):
         make_executor(ExecutorConfig(kind="dask"), None)
+
+
+def test_a_stage_llms_counts_are_the_ones_the_ray_executor_adds_up(tmp_path):
+    from xinstruct.execution.pool import StageLLM
+
+    with ModelPool.open(None, tmp_path, Echo()) as pool:
+        assert set(pool.stage_llm(ModelConfig()).stats()) == {"loaded", *StageLLM.COUNTS}

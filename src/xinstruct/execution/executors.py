@@ -18,6 +18,7 @@ from xinstruct.llm import ModelConfig
 
 __all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
 
+
 class Executor(Protocol):
     kind: str
     remote: bool  # whether model work runs outside this process (then this process loads no model)
@@ -80,6 +81,5 @@ def make_executor(cfg: ExecutorConfig | None, pool: ModelPool | None) -> Executo
         if pool is not None and (pool.llm is not None or pool.by_role):
             raise ValueError("engines built in this process (llm=, models=) cannot be shipped to Ray actors: use "
                              "the local executor, or give their settings (ModelConfig) instead")
-
         return RayExecutor(cfg)
     return LocalExecutor(pool)

@@ -84,6 +84,8 @@ class ModelPool:
 class StageLLM(LLM):
     """A stage's view of a pooled model: loaded on the first cache miss, with the stage's own call counts."""
 
+    COUNTS = ("requests", "scored", "cache_hits", "generated", "prompt_tokens", "completion_tokens")  # of `stats`
+
     def __init__(self, pool: ModelPool, cfg: ModelConfig, role: str | None = None):
         self._pool, self._cfg, self._role = pool, cfg, role
         self._m: CachedLLM | None = None

@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from xinstruct.execution.pool import ModelPool
+from xinstruct.execution.pool import ModelPool, StageLLM
 from xinstruct.execution.settings import ExecutorConfig
 from xinstruct.execution.shards import StageStats, StepFn, run_shard, shard_path, shards
 from xinstruct.execution.step import Step, run_global, step_name
@@ -97,8 +97,8 @@ class ShardWorker:
                     self._bind(cache)
                     before = _llm_stats(self.step)
                     kept, rejected = run_shard(self.step, items, self.batch_size, path)
-                    delta = {k: v - before.get(k, 0) for k, v in _llm_stats(self.step).items()
-                             if isinstance(v, int) and not isinstance(v, bool)}
+                    after = _llm_stats(self.step)
+                    delta = {k: after[k] - before.get(k, 0) for k in StageLLM.COUNTS if k in after}
                 finally:
                     cache.close()
             inp.unlink(missing_ok=True)
@@ -174,7 +174,7 @@ class RayExecutor:
         folder = work / f"{name}-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        todo: list[dict[str, int]] = []
+        todo: dict[int, int] = {}  # unfinished shard -> its items
         n_shards = 0
         for i, shard in enumerate(shards(items, shard_size or cfg.shard_size)):
             n_shards += 1
@@ -182,8 +182,8 @@ class RayExecutor:
                 continue
             with atomic_write(input_path(folder, i), "wb") as f:
                 pickle.dump(list(shard), f)
-            todo.append({"shard": i, "n": len(shard)})
-        llm = dict.fromkeys(("requests", "scored", "cache_hits", "generated", "prompt_tokens", "completion_tokens"), 0)
+            todo[i] = len(shard)
+        llm = dict.fromkeys(StageLLM.COUNTS, 0)
         if todo:
             ray = self.start()
             ctx = ray.data.DataContext.get_current()
@@ -193,16 +193,15 @@ class RayExecutor:
                                ray.cluster_resources())
             log.info("%s: %d shards on %d Ray actors (%s CPUs, %s GPUs each)", name, len(todo), plan.actors,
                      plan.num_cpus, plan.num_gpus)
-            ds = ray.data.from_items([{"shard": t["shard"]} for t in todo], override_num_blocks=len(todo))
+            ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"step": step, "folder": str(folder),
                                                                     "batch_size": batch_size},
                                 batch_size=1, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                                 num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None)  # actors restart on death
-            done_n = n_items - sum(t["n"] for t in todo)
+            done_n = n_items - sum(todo.values())
             with tqdm(total=n_items, initial=done_n, desc=name, unit="rec", disable=not cfg.progress) as bar:
-                sizes = {t["shard"]: t["n"] for t in todo}
                 for row in ds.iter_rows():
-                    bar.update(sizes[int(row["shard"])])
+                    bar.update(todo[int(row["shard"])])
                     for k, v in json.loads(row["llm"]).items():
                         llm[k] = llm.get(k, 0) + v
         stats = StageStats(seconds=time.perf_counter() - t0, resumed=len(todo) < n_shards,

@@ -61,7 +61,32 @@ def score_key(fingerprint: str, context: str, continuation: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-class RequestCache:
+class Cache:
+    """What a request cache stores: JSON values (generations, scores) by key. Subclasses keep the rows
+    (`get_values`, `put_rows`, `close`, `len`); the rest is written once here."""
+
+    def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The JSON values stored under `keys` (generations, or scores)."""
+        raise NotImplementedError
+
+    def put_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """(key, model, JSON value) rows, written at once."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
+        return {k: Generation(**v) for k, v in self.get_values(keys).items()}
+
+    def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
+        self.put_rows([(k, model, _encode(v)) for k, v in items])
+
+    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
+        self.put_values(model, [(k, g.to_dict()) for k, g in items])
+
+
+class RequestCache(Cache):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +112,6 @@ class RequestCache:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
-        return {k: Generation(**v) for k, v in self.get_values(keys).items()}
-
     def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
         """The JSON values stored under `keys` (generations, or scores)."""
         out: dict[str, Any] = {}
@@ -101,17 +123,11 @@ class RequestCache:
                     out[key] = json.loads(resp)
         return out
 
-    def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
-        self.put_rows([(k, model, _encode(v)) for k, v in items])
-
     def put_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """(key, model, JSON value) rows, in one transaction."""
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", rows)
             self._db.commit()
-
-    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
-        self.put_values(model, [(k, g.to_dict()) for k, g in items])
 
     def __len__(self) -> int:
         with self._lock:
@@ -122,7 +138,7 @@ class RequestCache:
             self._db.close()
 
 
-class ShardCache:
+class ShardCache(Cache):
     """A request cache in one append-only JSONL file, for one shard's calls: what the Ray executor keeps beside
     each shard's output, so a shard retried on another machine reuses its finished calls. One process writes it
     at a time (the shard's worker); each finished call is a line, flushed as it is written, so nothing but
@@ -148,15 +164,9 @@ class ShardCache:
                     f.write(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the cache's life; see close)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
-        return {k: Generation(**v) for k, v in self.get_values(keys).items()}
-
     def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
         with self._lock:
             return {k: json.loads(self._values[k]) for k in keys if k in self._values}
-
-    def put_values(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
-        self.put_rows([(k, model, _encode(v)) for k, v in items])
 
     def put_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
         if not rows:
@@ -167,9 +177,6 @@ class ShardCache:
             self._file.write("".join(f"[{json.dumps(k)}, {json.dumps(m)}, {v}]\n" for k, m, v in rows))
             self._file.flush()
 
-    def put_many(self, model: str, items: Sequence[tuple[str, Generation]]) -> None:
-        self.put_values(model, [(k, g.to_dict()) for k, g in items])
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._values)
@@ -178,9 +185,6 @@ class ShardCache:
         with self._lock:
             if not self._file.closed:
                 self._file.close()
-
-
-Cache = RequestCache | ShardCache
 
 
 def _encode(value: Any) -> str:
