@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,8 +187,6 @@ def table_rows(p: Path, *, tsv: bool | None = None) -> Iterator[Row]:
     if text is None:  # find the lines that are not UTF-8, read the others
         yield from _table_lines(p, data, tsv)
         return
-    import io
-
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
                             quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     if reader.fieldnames is not None:

@@ -319,13 +319,14 @@ class Diversify(Step):
         return stable_hash(DIVERSIFY_FORMAT, self.upstream, self.cfg.diversify.embedder)
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
-        sampled, self.unsampled, self.info = run_diversify(self.cfg, list(batch), self.upstream, self.work)
+        folder = self.work / f"diversify-{self.fingerprint()}"  # the embeddings, kept for a rerun
+        sampled, self.unsampled, self.info = run_diversify(self.cfg, list(batch), folder)
         return sampled, []
 
 
-def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work: Path,
+def run_diversify(cfg: CurateConfig, records: list[Record], folder: Path,
                   ) -> tuple[list[Record], list[Record], dict[str, Any]]:
-    """Embed (cached in the stage folder), cluster and sample; returns sampled, not sampled and stats."""
+    """Embed (cached in the stage folder `folder`), cluster and sample; returns sampled, not sampled and stats."""
     import numpy as np
 
     from xinstruct.curate.cluster import kmeans
@@ -333,7 +334,6 @@ def run_diversify(cfg: CurateConfig, records: list[Record], upstream: str, work:
 
     d = cfg.diversify
     d.validate()
-    folder = work / f"diversify-{Diversify(cfg, upstream, work).fingerprint()}"
     emb_path = folder / "embeddings.npy"
     ids = [r.id for r in records]
     info: dict[str, Any] = {"folder": str(folder), "embedder": d.embedder}
