@@ -12,7 +12,8 @@ embedded SmolLM2-135M-Instruct, greedy), three ways to write their instructions:
                     faster on all of them.
 Model loads and a warm-up are excluded. It also counts the prompt tokens each document costs the engine
 after prefix reuse, today's (random shots: llama.cpp reuses only the system prompt) against xinstruct's
-(rotated shot sets), and, unless --no-copies, the rate of `copies_seed` rejects with rotated and random shots.
+(rotated shot sets), and, unless --no-copies, the rate of `copies_seed` rejects and the candidates kept with
+rotated sets from the shared pool, from per-language pools, and with random shots.
 Ends with one line `ratio_vs_seeds=X ratio_vs_engine=Y` (docs/s of (a) over (c)'s faster dtype, and over (b)).
 
     .venv/bin/python benchmarks/curate.py
@@ -45,6 +46,7 @@ from xinstruct.llm.hf_decode import common_prefix_len
 from xinstruct.records import Record
 
 WARMUP: list[Message] = [{"role": "user", "content": "Say hello."}]
+OTHER_POOL = {"shared": "language", "language": "shared"}
 
 
 def log(msg: str) -> None:
@@ -77,10 +79,11 @@ def chain_tokens(tok: Any, prompts: Sequence[str]) -> int:
     return total
 
 
-def run_xinstruct(args: argparse.Namespace, llm: LLM, shot_selection: str, out: Path) -> dict[str, Any]:
+def run_xinstruct(args: argparse.Namespace, llm: LLM, out: Path, **generate: Any) -> dict[str, Any]:
     cfg = CurateConfig(input=str(args.input), out=str(out), progress=False, report=False)
     cfg.limit = args.docs
-    cfg.generate.shot_selection = shot_selection
+    for k, v in generate.items():
+        setattr(cfg.generate, k, v)
     cfg.generate.max_tokens = args.max_tokens
     rec = Recording(llm)
     t = time.perf_counter()
@@ -90,7 +93,7 @@ def run_xinstruct(args: argparse.Namespace, llm: LLM, shot_selection: str, out: 
     n = len(rec.sent)
     return {"wall_s": manifest["stages"]["generate"]["seconds"], "job_s": wall, "docs": n, "sent": rec.sent,
             "texts": [g.text for g in rec.generations], "candidates": manifest["counts"]["candidates"],
-            "copies_seed": reasons.get("generate/copies_seed", 0),
+            "copies_seed": reasons.get("generate/copies_seed", 0), "rejects": reasons,
             "completion_tokens": sum(g.completion_tokens for g in rec.generations)}
 
 
@@ -164,7 +167,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--probe-docs", type=int, default=4,
                     help="prompts (spread over the lengths) on which (c) compares fp32 and bf16")
     ap.add_argument("--threads", type=int, default=None, help="threads for every engine (default: each engine's)")
-    ap.add_argument("--no-copies", action="store_true", help="skip the random-shot run (copies_seed rates)")
+    ap.add_argument("--shot-pool", default=GenerateConfig().shot_pool, choices=sorted(OTHER_POOL),
+                    help="generate.shot_pool of (a) (default: the default)")
+    ap.add_argument("--no-copies", action="store_true",
+                    help="skip the runs with random shots and with the other shot pool (copies_seed rates)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -188,14 +194,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         decoder = getattr(llm, "decoder", None)
         before = decoder.prompt_tokens_evaluated if decoder is not None else 0
-        a = run_xinstruct(args, llm, "rotate", Path(tmp) / "rotate")
+        a = run_xinstruct(args, llm, Path(tmp) / "rotate", shot_pool=args.shot_pool)
         log(f"(a) xinstruct: {a['wall_s']:.1f} s for {a['docs']} docs")
         requests = a["sent"]
         evaluated = decoder.prompt_tokens_evaluated - before if decoder is not None else None
-        rand = None
+        rand = other = None
         if not args.no_copies:
-            rand = run_xinstruct(args, llm, "random", Path(tmp) / "random")
+            rand = run_xinstruct(args, llm, Path(tmp) / "random", shot_selection="random")
             log(f"xinstruct with random shots: {rand['wall_s']:.1f} s")
+            other = run_xinstruct(args, llm, Path(tmp) / "other", shot_pool=OTHER_POOL[args.shot_pool])
+            log(f"xinstruct with shot_pool={OTHER_POOL[args.shot_pool]}: {other['wall_s']:.1f} s")
     engine_dtype = str(getattr(getattr(llm, "model", None), "dtype", "float32")).removeprefix("torch.")
     llm.close()
 
@@ -257,14 +265,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     same_b = sum(x == y for x, y in zip(a["texts"], b_texts, strict=True))
     same_c = sum(x == y for x, y in zip(a["texts"], c_texts, strict=True))
     print(f"answers identical to xinstruct's: raw engine {same_b}/{n}, seeds' loop {same_c}/{n}")
-    if rand is not None:
-        print(f"copies_seed: rotated shot sets {a['copies_seed']}/{n} ({a['copies_seed'] / n:.0%}), "
-              f"random shots {rand['copies_seed']}/{n} ({rand['copies_seed'] / n:.0%}); candidates "
-              f"{a['candidates']} vs {rand['candidates']}; random shots took {rand['wall_s']:.1f} s")
+    if rand is not None and other is not None:
+        print("shots            copies_seed  candidates  wall s")
+        for name, r in ((f"rotated, {args.shot_pool}", a), (f"rotated, {OTHER_POOL[args.shot_pool]}", other),
+                        ("random", rand)):
+            print(f"{name:<16} {r['copies_seed']:>4}/{n} {r['copies_seed'] / n:4.0%}  {r['candidates']:>10}  "
+                  f"{r['wall_s']:6.1f}")
     ratio_seeds, ratio_engine = c_wall / a["wall_s"], b_wall / a["wall_s"]
     figures.update(docs=n, xinstruct_s=a["wall_s"], raw_s=b_wall, seeds_s=c_wall, seeds_dtype=best, probes=probes,
                    prompt_tokens_per_doc=total / n, evaluated_per_doc=evaluated / n, today_per_doc=today / n,
-                   copies_rotate=a["copies_seed"], copies_random=rand and rand["copies_seed"],
+                   shot_pool=args.shot_pool, copies_rotate=a["copies_seed"], candidates=a["candidates"],
+                   copies_random=rand and rand["copies_seed"], candidates_random=rand and rand["candidates"],
+                   copies_other_pool=other and other["copies_seed"],
+                   candidates_other_pool=other and other["candidates"],
                    ratio_vs_seeds=ratio_seeds, ratio_vs_engine=ratio_engine)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ transformers where the CPU computes bf16 natively, else llama.cpp): prompts, par
 import pytest
 
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
+from xinstruct.languages import language_name
 from xinstruct.records import Record
 
 pytest.importorskip("llama_cpp")
@@ -74,6 +75,7 @@ def test_user_seed_file(tmp_path):
 
 def test_rotated_shot_sets_share_the_prefix_in_turns():
     gen = InstructionGenerator(GenerateConfig(num_shots=2, shot_sets=3, rotate_every=2), llm=object())
+    assert gen.cfg.shot_pool == "language"
     recs = [_rec("sw", id=f"sw{i}") for i in range(8)] + [_rec("vi", id=f"vi{i}") for i in range(2)]
     recs.insert(3, _rec("vi", id="vi-x"))  # other languages count on their own
     marked = list(gen.rotation(recs))
@@ -87,6 +89,30 @@ def test_rotated_shot_sets_share_the_prefix_in_turns():
     assert DOCS["sw"] in prompts["sw0"][-1]["content"]  # the text last
     # marks depend on input order only: a second pass (a resumed run) marks the same
     assert {r.id: r.meta["shot_set"] for r in gen.rotation([_rec(r.lang, id=r.id) for r in recs])} == sets
+
+
+def test_shared_shot_pool_rotates_sets_of_any_language_over_all_texts():
+    gen = InstructionGenerator(GenerateConfig(num_shots=2, shot_sets=3, rotate_every=2, shot_pool="shared"),
+                               llm=object())
+    recs = [_rec(lang, id=f"{lang}{i}") for i in range(4) for lang in ("sw", "vi", "id")]
+    marked = list(gen.rotation(recs))
+    # the n-th text of the corpus, whatever its language, takes set (n // 2) % 3
+    assert [r.meta["shot_set"] for r in marked] == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]
+    prompts = {r.id: gen.request(r).messages for r in marked}
+    assert prompts["sw0"][:-1] == prompts["vi0"][:-1] == prompts["sw2"][:-1]  # one prefix across languages
+    assert prompts["sw0"][:-1] != prompts["id0"][:-1] != prompts["vi1"][:-1]
+    assert DOCS["id"] in prompts["id0"][-1]["content"] and "Indonesian" in prompts["id0"][-1]["content"]
+    # the three sets hold seeds of several languages, each shot under its own language's name
+    langs = {s.lang for r in marked for s in gen.shots(r)}
+    assert len(langs) > 2
+    for r in marked:
+        shown = [m["content"] for m in gen.request(r).messages[1:-1:2]]
+        assert [language_name(s.lang) in u for s, u in zip(gen.shots(r), shown, strict=True)] == [True, True]
+    # random shots stay in the text's language
+    rand = InstructionGenerator(GenerateConfig(shot_selection="random", shot_pool="shared"), llm=object())
+    assert {s.lang for s in rand.shots(_rec("sw"))} == {"sw"}
+    with pytest.raises(ValueError, match="shot_pool must be one of language, shared"):
+        InstructionGenerator(GenerateConfig(shot_pool="lang"), llm=object())
 
 
 @pytest.fixture(scope="module")
