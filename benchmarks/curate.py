@@ -93,7 +93,7 @@ def run_xinstruct(args: argparse.Namespace, llm: LLM, out: Path, **generate: Any
     n = len(rec.sent)
     return {"wall_s": manifest["stages"]["generate"]["seconds"], "job_s": wall, "docs": n, "sent": rec.sent,
             "texts": [g.text for g in rec.generations], "candidates": manifest["counts"]["candidates"],
-            "copies_seed": reasons.get("generate/copies_seed", 0), "rejects": reasons,
+            "copies_seed": reasons.get("generate/copies_seed", 0),
             "completion_tokens": sum(g.completion_tokens for g in rec.generations)}
 
 

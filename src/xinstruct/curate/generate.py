@@ -61,7 +61,7 @@ class GenerateConfig:
     # rotated over all texts (each shot names its own language; the answer is English whatever the text's), so
     # a corpus of many languages with few texts each shares its prefixes across languages. Measured on the
     # sample corpus with SmolLM2-135M: shared cut the prompt tokens evaluated per document from 1,284 to 806,
-    # but kept 1 candidate of 40 where language kept 10 (the small model wrote on in the text's language).
+    # but kept 1-2 candidates of 40 where language kept 10 (the small model wrote on in the text's language).
     shot_pool: str = "language"
     shot_max_chars: int = 500  # long seed responses are cut, to keep prompts short (and fast on CPU)
     text_max_chars: int = 2500  # the native text shown to the model is cut to this (the response stays whole)
