@@ -16,8 +16,14 @@ after prefix reuse, today's (random shots: llama.cpp reuses only the system prom
 rotated sets from the shared pool, from per-language pools, and with random shots.
 Ends with one line `ratio_vs_seeds=X ratio_vs_engine=Y` (docs/s of (a) over (c)'s faster dtype, and over (b)).
 
+The sample corpus has 4 texts per language, so a rotated shot set serves 2 of them; on a corpus of realistic
+size a set serves many. --one-language LANG measures that shape: --docs (default 40) documents, the sample
+corpus's texts in LANG round after round, each numbered (serve_load.py's corpus): timings and prompt tokens
+count, copies_seed and candidates repeat themselves.
+
     .venv/bin/python benchmarks/curate.py
     .venv/bin/python benchmarks/curate.py --engine llama.cpp --no-copies
+    .venv/bin/python benchmarks/curate.py --one-language fi --docs 40 --no-copies
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 
 import generate  # benchmarks/generate.py, beside this script
 from generate import print_table
+from serve_load import write_corpus
 from xinstruct.curate.config import CurateConfig
 from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.job import run_pipeline
@@ -61,8 +68,9 @@ class Recording(generate.Recording):
         pass
 
 
-def records_of(corpus: Path, limit: int | None) -> list[Record]:
+def records_of(corpus: Path, limit: int | None, dedup: bool = True) -> list[Record]:
     cfg = CurateConfig()
+    cfg.prepare.dedup = dedup
     docs = read_documents(corpus)
     recs = [x for x in prepare(docs, None, cfg.prepare) if isinstance(x, Record)]
     return recs[:limit] if limit else recs
@@ -82,6 +90,7 @@ def chain_tokens(tok: Any, prompts: Sequence[str]) -> int:
 def run_xinstruct(args: argparse.Namespace, llm: LLM, out: Path, **generate: Any) -> dict[str, Any]:
     cfg = CurateConfig(input=str(args.input), out=str(out), progress=False, report=False)
     cfg.limit = args.docs
+    cfg.prepare.dedup = args.dedup
     for k, v in generate.items():
         setattr(cfg.generate, k, v)
     cfg.generate.max_tokens = args.max_tokens
@@ -171,8 +180,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="generate.shot_pool of (a) (default: the default)")
     ap.add_argument("--no-copies", action="store_true",
                     help="skip the runs with random shots and with the other shot pool (copies_seed rates)")
+    ap.add_argument("--one-language", metavar="LANG",
+                    help="instead of --input: --docs (default 40) numbered copies of the sample texts in LANG")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
+    args.dedup = not args.one_language  # the copies differ by a few characters: near duplicates by design
+    if args.one_language:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.docs = args.docs or 40
+            args.input = Path(tmp) / f"{args.one_language}-{args.docs}.jsonl"
+            write_corpus(args.input, args.docs, args.one_language)
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     engine = args.engine or GenerateConfig().model.for_batches().resolved_backend()
     mc = ModelConfig(backend=engine)
@@ -212,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if evaluated is None:  # llama.cpp: its prefix reuse over (a)'s order
         evaluated = chain_tokens(tok, texts)
     # Today's prompts: random shots, in input order, on llama.cpp (which reuses the shared system prompt).
-    recs = records_of(args.input, args.docs)
+    recs = records_of(args.input, args.docs, args.dedup)
     old = InstructionGenerator(GenerateConfig(shot_selection="random"), llm=llm)
     old_texts = [tok.apply_chat_template(old.messages(r, old.shots(r)), tokenize=False, add_generation_prompt=True)
                  for r in recs]

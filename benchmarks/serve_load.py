@@ -160,9 +160,13 @@ def server_stats(url: str, reset: bool = False) -> dict[str, Any]:
 # --- the runs -----------------------------------------------------------------------------------
 
 
-def write_corpus(path: Path, n: int) -> None:
-    """N documents from the sample corpus, round after round, each with a sentence of its own in front."""
+def write_corpus(path: Path, n: int, lang: str | None = None) -> None:
+    """N documents from the sample corpus (only its texts in `lang` if given), round after round, each with a
+    sentence of its own in front."""
     docs = [json.loads(line) for line in sample_corpus().read_text(encoding="utf-8").splitlines() if line.strip()]
+    docs = [d for d in docs if lang in (None, d["lang"])]
+    if not docs:
+        raise SystemExit(f"the sample corpus has no texts in {lang!r}")
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
             d = docs[i % len(docs)]
