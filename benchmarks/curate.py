@@ -185,18 +185,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     args.dedup = not args.one_language  # the copies differ by a few characters: near duplicates by design
-    if args.one_language:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.one_language:
             args.docs = args.docs or 40
             args.input = Path(tmp) / f"{args.one_language}-{args.docs}.jsonl"
             write_corpus(args.input, args.docs, args.one_language)
-            run(args)
-    else:
         run(args)
 
 
 def run(args: argparse.Namespace) -> None:
-
     engine = args.engine or GenerateConfig().model.for_batches().resolved_backend()
     mc = ModelConfig(backend=engine)
     if args.threads:
