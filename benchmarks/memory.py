@@ -52,7 +52,7 @@ class ScriptedLLM(LLM):
         return out
 
     def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
-        return [[-1.0 if "Write a text in" in c else -0.5] * 8 for c, _ in pairs]
+        return [[-1.0 if "Write a text." in c else -0.5] * 8 for c, _ in pairs]
 
 
 def make_corpus(path: Path, n: int) -> None:

@@ -110,9 +110,10 @@ def _curate(out: Path, limit: int) -> list[str]:
     return [sys.executable, "-m", "xinstruct", "curate", "--out", str(out), "--limit", str(limit), "--lang", "sw,tr",
             "--no-progress", "--no-report", "--no-selfcheck", "--decide", "relevance", "--relevance-threshold",
             "-100", "--set", "shard_size=2", "--set", "refine.iterations=1",
-            # fresh shots per text: with the default rotated sets the embedded model copies a set's last shot for
-            # most of these texts, and too few pairs would reach refinement to kill it there
-            "--set", "generate.shot_selection=random"]
+            # few-shot prompting, so that no backward model is trained here; fresh shots per text: with the default
+            # rotated sets the embedded model copies a set's last shot for most of these texts, and too few pairs
+            # would reach refinement to kill it there
+            "--num-shots", "2", "--set", "generate.shot_selection=random"]
 
 
 def test_sigkill_midway_then_resume_gives_the_same_result(tmp_path):

@@ -51,6 +51,10 @@ STAGE_HELP = {
 
 
 def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    from xinstruct.curate.generate import GenerateConfig
+    from xinstruct.curate.relevance import RelevanceConfig
+    from xinstruct.curate.selfcheck import SelfCheckConfig
+
     short, desc, stages = STAGE_HELP[name]
     p = sub.add_parser(name, help=short, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=EPILOG_CURATE if name == "curate" else EPILOG_STAGE)
@@ -63,7 +67,10 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
     if "generate" in stages:
         p.add_argument("--lang", help="target language code(s), comma-separated, or 'all' (default: all)")
         p.add_argument("--seeds", help="seed pairs: JSONL with instruction/response[/lang], or a folder of LANG.jsonl")
-        p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt")
+        p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt: prompt --model with seed pairs "
+                       "instead of training a backward model on them (the default for the embedded model)")
+        p.add_argument("--candidates", type=int, help="instructions proposed per text; the relevance gate keeps the "
+                       f"one the text gains most from (default {GenerateConfig.candidates})")
         p.add_argument("--limit", type=int, help="read only the first N documents")
     if "generate" in stages or "refine" in stages:
         model_flags(p, what="the model of all LLM stages",
@@ -78,14 +85,16 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--iterations", type=int, help="refinement rounds (default 3)")
         p.add_argument("--mode", choices=["instruction", "response", "both"], help="what a refinement rewrites")
         p.add_argument("--relevance-threshold", help="reject pairs whose response gains less than this (nats/token) "
-                       "from its instruction, or 'auto': set from the self-check (default 0.05)")
+                       "from its instruction, or 'auto': set from the self-check (default "
+                       f"{RelevanceConfig.threshold})")
         model_flags(p, "relevance-", "the relevance gate's scorer (a server needs /v1/completions with echo and "
                     "logprobs)", threads=False, model_help="the relevance gate's scorer (default 'embedded-scorer': "
                     "Gemma-3-270M base); any model that gives token log-probabilities")
         p.add_argument("--no-relevance", action="store_true", help="switch the relevance gate off")
         p.add_argument("--decide", choices=["auto", "judge", "relevance", "both"],
                        help="which selectors make the final keep (default auto: those that pass the self-check)")
-        p.add_argument("--selfcheck-size", type=int, help="planted pairs of the self-check (default 40)")
+        p.add_argument("--selfcheck-size", type=int,
+                       help=f"planted pairs of the self-check (default {SelfCheckConfig.size})")
         p.add_argument("--no-selfcheck", action="store_true", help="skip the self-check of the selectors")
         p.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                        help="drop pairs sharing an n-gram with this evaluation file or folder (repeatable)")
@@ -108,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     a = vars(args)
     flags: dict[str, object] = {"input": a.get("input"), "lang": a.get("lang"), "out": a.get("out"),
                                 "limit": a.get("limit"), "cache": a.get("cache"), "generate.seeds": a.get("seeds"),
-                                "generate.num_shots": a.get("num_shots"), "refine.iterations": a.get("iterations"),
+                                "generate.num_shots": a.get("num_shots"), "generate.candidates": a.get("candidates"),
+                                "refine.iterations": a.get("iterations"),
                                 "refine.mode": a.get("mode"), "diversify.per_lang": a.get("per_lang"),
                                 "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
                                 "diversify.embedder": a.get("embedder")}
@@ -136,6 +146,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_report:
         overrides.append("report=false")
     cfg = load_recipe(args.config, overrides)
+    if "generate" in args.stages:
+        from xinstruct.train.backward import backward_summary, use_backward_model
+
+        generator = use_backward_model(cfg.generate, progress=cfg.progress)
+        if generator is not None:
+            print(backward_summary(generator), file=sys.stderr)
     m = run_pipeline(cfg, args.stages)
     c = m["counts"]
     start = (f"read {c['documents_read']} documents ({c['documents_rejected']} rejected) -> {c['chunks']} chunks"

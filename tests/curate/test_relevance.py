@@ -35,8 +35,10 @@ def test_gain_is_the_mean_log_likelihood_gain_per_token():
     # with the instruction: ugali -1, maize -1, beans -2, rice -2 -> -1.5; with the generic one: -2 each -> 0.5
     assert (g.with_instruction, g.without_instruction, g.value, g.tokens) == (-1.5, -2.0, 0.5, 4)
     assert scorer.layout == "plain"
-    assert scorer.contexts("Say hi.", "sw") == (PLAIN.format(instruction="Say hi."),
-                                              PLAIN.format(instruction="Write a text in Swahili."))
+    # both contexts name the language: the gain is what the instruction says about the text
+    assert scorer.contexts("Say hi.", "sw") == ("Instruction: Say hi.\nResponse in Swahili: ",
+                                              "Instruction: Write a text.\nResponse in Swahili: ")
+    assert PLAIN.format(instruction="x", language="Tamil").endswith("Response in Tamil: ")
 
 
 def test_gate_rejects_unrelated_pairs_with_the_values_and_keeps_the_rest():

@@ -28,7 +28,8 @@ def _xinstruct(*args: str) -> list[str]:
 
 def _generate(out: Path, *extra: str) -> list[str]:
     # Swahili and Turkish (8 of the 40 sample documents), one chunk per shard: 8 shards for the kills to fall in.
-    return _xinstruct("generate", "--out", str(out), "--lang", "sw,tr", "--set", "shard_size=1", *extra)
+    return _xinstruct("generate", "--out", str(out), "--lang", "sw,tr", "--num-shots", "2", "--set", "shard_size=1",
+                      *extra)
 
 
 def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -72,7 +73,7 @@ def test_ray_curate_gives_the_local_executors_files(tmp_path):
     """The whole job (the self-check, generation, the relevance gate before and after refinement, refinement,
     diversification) with --executor ray writes byte-identical samples, rejects and unsampled files, and the
     driver loads no model: the gate's probe and the self-check ran as a Ray task."""
-    common = ("--lang", "sw,tr", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide", "relevance",
+    common = ("--lang", "sw,tr", "--num-shots", "2", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide", "relevance",
               "--relevance-threshold", "-100", "--set", "refine.iterations=1")
     _run(_xinstruct("curate", "--out", str(tmp_path / "local"), *common))
     r = _run(_xinstruct("curate", "--out", str(tmp_path / "ray"), "--executor", "ray", *common))

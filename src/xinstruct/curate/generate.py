@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from xinstruct.config import to_dict
@@ -27,7 +27,7 @@ from xinstruct.curate.similarity import (
 from xinstruct.execution.step import Step
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, ChatRequest, Generation, GenerationParams, ModelConfig
-from xinstruct.llm.artifacts import is_backward_model
+from xinstruct.llm.artifacts import read_backward_meta
 from xinstruct.llm.cache import as_ready
 from xinstruct.parsers import ParseError, load_template_with_parser
 from xinstruct.prompts import PromptTemplate
@@ -38,6 +38,39 @@ GENERATE_FORMAT = "1"  # bump when the stage's output for the same input and set
 SHOT_SELECTIONS = ("rotate", "random", "fixed")
 SHOT_POOLS = ("language", "shared")
 SHOT_SET = "shot_set"  # the meta key `rotation()` sets on each record before its prompt is built
+CANDIDATES = "candidates"  # the meta key of a record's other valid instructions, for the relevance gate to rank
+
+
+BACKWARD_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class BackwardConfig:
+    """The generator as the paper builds it: a backward model (native text -> English instruction) trained on the
+    seed pairs, once, then prompted zero-shot. `xinstruct curate` trains it before generating, or takes it from
+    the cache (XINSTRUCT_CACHE or ~/.cache/xinstruct, under backward/KEY, the key hashing the base's weights, the
+    seeds and these settings), so a second run, or a run on another corpus, reuses it."""
+
+    # auto: train one when the generator is the embedded default and no shots were asked for (few-shot
+    # prompting does not work at 135M: SmolLM2 writes its last shot's instruction); on: train one from `base`
+    # whatever generate.model names; off: prompt generate.model with few-shot seed pairs.
+    train: str = "auto"
+    base: str = "embedded"  # 'embedded' (SmolLM2-135M-Instruct), a .gguf file or a local HF folder
+    method: str = "full"  # full fine-tuning (the paper's), or lora
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    lr: float = 1e-4
+    # Each seed text is cut to this many tokens of the base's tokenizer for training, and each corpus text to as
+    # many of the generator's at generation: every seed teaches, Tamil or Thai ones too, and prompts stay short.
+    text_max_tokens: int = 128
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.train not in BACKWARD_MODES:
+            raise ValueError(f"generate.backward.train must be one of {', '.join(BACKWARD_MODES)}, not {self.train!r}")
+        if self.text_max_tokens < 8:
+            raise ValueError("generate.backward.text_max_tokens must be >= 8")
 
 
 @dataclass
@@ -65,7 +98,16 @@ class GenerateConfig:
     shot_pool: str = "language"
     shot_max_chars: int = 500  # long seed responses are cut, to keep prompts short (and fast on CPU)
     text_max_chars: int = 2500  # the native text shown to the model is cut to this (the response stays whole)
+    # ... and then to this many of the model's tokens (None: no cut by tokens; a backward model's default is the
+    # cut it learned with). The response stays whole.
+    text_max_tokens: int | None = None
+    backward: BackwardConfig = field(default_factory=BackwardConfig)
     max_tokens: int = 64
+    # Instructions proposed per text: the first decoded as `temperature` says (greedy by default), the others
+    # sampled at `candidate_temperature` from the same prompt (the engines share its prefix). Those that pass
+    # the checks go on as the record's candidates; the relevance gate keeps the one whose text gains most from it.
+    candidates: int = 1
+    candidate_temperature: float = 0.8
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
@@ -90,6 +132,18 @@ def _truncate(text: str, n: int) -> str:
     return (cut[:space] if space > n * 0.8 else cut) + " …"
 
 
+def shown_text(text: str, max_chars: int, max_tokens: int | None = None,
+               first_tokens: Callable[[str, int], str | None] | None = None) -> str:
+    """The part of a native text a prompt shows: cut to `max_chars`, then to `max_tokens` tokens where a
+    tokenizer is at hand (`first_tokens`); a cut text ends with " …"."""
+    text = _truncate(text, max_chars)
+    if max_tokens and first_tokens is not None:
+        cut = first_tokens(text, max_tokens)
+        if cut is not None and cut != text:
+            return cut.rstrip() + " …"
+    return text
+
+
 def _norm(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .?!")
 
@@ -106,8 +160,12 @@ class InstructionGenerator(Step):
             raise ValueError(f"shot_pool must be one of {', '.join(SHOT_POOLS)}, not {cfg.shot_pool!r}")
         if cfg.shot_sets < 1 or cfg.rotate_every < 1:
             raise ValueError("generate.shot_sets and generate.rotate_every must be >= 1")
+        cfg.backward.validate()
+        backward = read_backward_meta(cfg.model.model, cfg.model.base_url)
         if cfg.num_shots is None:
-            cfg.num_shots = 0 if is_backward_model(cfg.model.model, cfg.model.base_url) else 2
+            cfg.num_shots = 0 if backward is not None else 2
+        if cfg.text_max_tokens is None and backward is not None:
+            cfg.text_max_tokens = backward.get("text_max_tokens")
         self.cfg = cfg
         self.template: PromptTemplate
         self.template, self.parse = load_template_with_parser(cfg.template)
@@ -167,7 +225,10 @@ class InstructionGenerator(Step):
         k = min(self.cfg.num_shots, len(pool))
         return random.Random(stable_hash(self.shot_key(rec), self.cfg.seed)).sample(pool, k)
 
-    def messages(self, rec: Record, shots: Sequence[Seed]) -> list[dict[str, str]]:
+    def messages(self, rec: Record, shots: Sequence[Seed],
+                 first_tokens: Callable[[str, int], str | None] | None = None) -> list[dict[str, str]]:
+        """The prompt: system, the shots, then the record's text (cut by characters, and by tokens where
+        `first_tokens` tokenizes)."""
         t, c = self.template, self.cfg
         msgs: list[dict[str, str]] = [{"role": "system", "content": t.system}]
         for s in shots:
@@ -175,8 +236,8 @@ class InstructionGenerator(Step):
                 language=language_name(s.lang if s.lang != "*" else rec.lang),
                 text=_truncate(s.response, c.shot_max_chars))})
             msgs.append({"role": "assistant", "content": t.assistant.format(instruction=s.instruction)})
-        msgs.append({"role": "user", "content": t.user.format(language=language_name(rec.lang),
-                                                              text=_truncate(rec.text, c.text_max_chars))})
+        text = shown_text(rec.text, c.text_max_chars, c.text_max_tokens, first_tokens)
+        msgs.append({"role": "user", "content": t.user.format(language=language_name(rec.lang), text=text)})
         return msgs
 
     def fitted_messages(self, rec: Record) -> list[dict[str, str]]:
@@ -186,26 +247,39 @@ class InstructionGenerator(Step):
         tokens of English, so a long text leaves room for fewer shots.
         """
         shots = self.shots(rec)
-        msgs = self.messages(rec, shots)
+        cut = self.llm.first_tokens if self.cfg.text_max_tokens else None
+        msgs = self.messages(rec, shots, cut)
+        if not shots:
+            return msgs
         window = getattr(self.llm, "context_window", None)
         if not window:
             return msgs
         budget = window - self.cfg.max_tokens
         while shots and (self.llm.count_prompt_tokens(msgs) or 0) > budget:
             shots = shots[:-1]
-            msgs = self.messages(rec, shots)
+            msgs = self.messages(rec, shots, cut)
         return msgs
 
     def request(self, rec: Record) -> ChatRequest:
+        return self.requests(rec)[0]
+
+    def requests(self, rec: Record) -> list[ChatRequest]:
+        """The record's `candidates` requests: one prompt, the first decoded at `temperature`, the rest sampled."""
         c = self.cfg
-        msgs = self.fitted_messages(rec)
-        # A per-record seed keeps sampled runs reproducible whatever the batching.
-        params = self.params if c.temperature == 0 else self.params.replace(seed=int(stable_hash(rec.id, c.seed), 16)
-                                                                             % 2**31)
-        return ChatRequest(messages=tuple(msgs), params=params)
+        msgs = tuple(self.fitted_messages(rec))
+
+        def seed(i: int) -> int:  # a per-record seed keeps sampled runs reproducible whatever the batching
+            return int(stable_hash(rec.id, c.seed, *([i] if i else [])), 16) % 2**31
+
+        first = self.params if c.temperature == 0 else self.params.replace(seed=seed(0))
+        return [ChatRequest(messages=msgs, params=first)] + [
+            ChatRequest(messages=msgs, params=self.params.replace(temperature=c.candidate_temperature, seed=seed(i)))
+            for i in range(1, max(1, c.candidates))]
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
-        reqs = [self.request(r) for r in batch]
+        per = [self.requests(r) for r in batch]
+        owner = [j for j, rs in enumerate(per) for _ in rs]
+        reqs = [q for rs in per for q in rs]
         c = self.cfg
 
         def read(rec: Record, req: ChatRequest, gen: Generation) -> tuple[str | ParseError, Provenance]:
@@ -223,29 +297,43 @@ class InstructionGenerator(Step):
         def ready(i: int, gen: Generation) -> None:
             if gen.error is None:
                 # A parser that fails must not cut the call short (its answers would not reach the cache): the
-                # loop below reads that answer again and fails there, as it always did.
+                # loop below reads that answer again and fails there.
                 with contextlib.suppress(Exception):
-                    early[i] = (gen, read(batch[i], reqs[i], gen))
+                    early[i] = (gen, read(batch[owner[i]], reqs[i], gen))
 
         with as_ready(reqs, ready):
             gens = self.llm.generate(reqs)
+        results: list[list[tuple[Generation, str | ParseError, Provenance]]] = [[] for _ in batch]
+        for i, gen in enumerate(gens):
+            if gen.error is None:
+                e = early.get(i)
+                result, prov = e[1] if e is not None and e[0] is gen else read(batch[owner[i]], reqs[i], gen)
+                results[owner[i]].append((gen, result, prov))
+            else:
+                results[owner[i]].append((gen, ParseError("llm_error", str(gen.error)), None))  # type: ignore[arg-type]
         kept: list[Record] = []
         rejects: list[Reject] = []
-        for i, (rec, req, gen) in enumerate(zip(batch, reqs, gens, strict=False)):
-            if gen.error is not None:
-                rec.meta.pop(SHOT_SET, None)
-                rejects.append(Reject.of(rec, STAGE, "llm_error", f"chunk {rec.id} ({rec.source}): {gen.error}"))
-                continue
-            e = early.get(i)
-            result, prov = e[1] if e is not None and e[0] is gen else read(rec, req, gen)
+        for rec, answers in zip(batch, results, strict=True):
             rec.meta.pop(SHOT_SET, None)
-            if isinstance(result, ParseError):
-                rec.provenance["instruction"] = prov
-                rejects.append(Reject.of(rec, STAGE, result.reason, f"chunk {rec.id} ({rec.source}): {result.detail}"))
+            valid: dict[str, tuple[str, Provenance]] = {}
+            for _, result, prov in answers:
+                if isinstance(result, str):
+                    valid.setdefault(_norm(result), (result, prov))
+            if not valid:
+                _, first, prov = answers[0]
+                assert isinstance(first, ParseError)
+                if prov is not None:
+                    rec.provenance["instruction"] = prov
+                detail = first.detail + (f" (and {len(answers) - 1} more candidates, none usable)"
+                                         if len(answers) > 1 else "")
+                rejects.append(Reject.of(rec, STAGE, first.reason, f"chunk {rec.id} ({rec.source}): {detail}"))
                 continue
-            rec.instruction = result
+            (instruction, prov), *others = valid.values()
+            rec.instruction = instruction
             rec.response = rec.response or rec.text
             rec.provenance["instruction"] = prov
+            if others:
+                rec.meta[CANDIDATES] = [instruction] + [o for o, _ in others]
             kept.append(rec)
         return kept, rejects
 

@@ -56,6 +56,7 @@ from xinstruct.execution.shards import Counting, StageStats, Stream
 from xinstruct.execution.step import Step
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM
+from xinstruct.llm.artifacts import read_backward_meta
 from xinstruct.records import Record, Reject, stable_hash
 from xinstruct.rows import input_fingerprint, read_pairs
 
@@ -240,6 +241,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         "config": to_dict(cfg),
         "versions": versions(),
         "models": models,
+        "generator": generator_info(cfg) if "generate" in stages else None,
         "prompts": prompts,
         "counts": counts,
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
@@ -254,6 +256,18 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
 
         write_report(out)
     return manifest
+
+
+def generator_info(cfg: CurateConfig) -> dict[str, Any]:
+    """How the instructions were written: by a backward model trained on seed pairs (its provenance, from its
+    metadata), or by prompting a model with few-shot seed pairs."""
+    g = cfg.generate
+    meta = read_backward_meta(g.model.model, g.model.base_url)
+    if meta is None:
+        return {"kind": "few-shot", "model": g.model.model, "num_shots": g.num_shots}
+    return {"kind": "backward", "model": g.model.model, "num_shots": g.num_shots,
+            "text_max_tokens": g.text_max_tokens, "base": meta.get("base"), "method": meta.get("method"),
+            "trained": meta.get("backward")}
 
 
 class _RejectTally:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xinstruct.config import to_dict
+from xinstruct.curate.generate import CANDIDATES
 from xinstruct.execution.step import Step
 from xinstruct.languages import language_name
 from xinstruct.llm import LLM, LLMError, ModelConfig, ScoringUnsupported
@@ -34,11 +35,14 @@ from xinstruct.records import Record, Reject, stable_hash
 log = logging.getLogger(__name__)
 
 STAGE = "relevance"
-RELEVANCE_FORMAT = "1"  # bump when the gate's output for the same input and settings changes
+RELEVANCE_FORMAT = "2"  # bump when the gate's output for the same input and settings changes
 LAYOUTS = ("auto", "plain", "chat")
-# The plain layout, for base models: the same frame with the pair's instruction and with a generic one.
-PLAIN = "Instruction: {instruction}\nResponse: "
-GENERIC = "Write a text in {language}."
+# The plain layout, for base models: the same frame with the pair's instruction and with a generic one. Both name
+# the response's language, so the gain measures what the instruction says about the text, not that a context
+# says "Swahili" (with the language in the generic context only, on-topic Swahili pairs scored below zero).
+PLAIN = "Instruction: {instruction}\nResponse in {language}: "
+GENERIC = "Write a text."
+CHAT = "{instruction}\n\nAnswer in {language}."
 CHARS_PER_TOKEN = 8  # the response is cut to max_response_tokens * this many characters before scoring
 
 
@@ -124,12 +128,15 @@ class RelevanceScorer:
 
     def contexts(self, instruction: str, lang: str) -> tuple[str, str]:
         """(context with the instruction, context with the generic instruction) in the resolved layout."""
-        generic = GENERIC.format(language=language_name(lang))
+        language = language_name(lang)
         if self.layout == "plain":
-            return PLAIN.format(instruction=instruction.strip()), PLAIN.format(instruction=generic)
+            return (PLAIN.format(instruction=instruction.strip(), language=language),
+                    PLAIN.format(instruction=GENERIC, language=language))
         try:
-            return (self.llm.chat_prompt([{"role": "user", "content": instruction.strip()}]),
-                    self.llm.chat_prompt([{"role": "user", "content": generic}]))
+            return (self.llm.chat_prompt([{"role": "user", "content": CHAT.format(instruction=instruction.strip(),
+                                                                                  language=language)}]),
+                    self.llm.chat_prompt([{"role": "user", "content": CHAT.format(instruction=GENERIC,
+                                                                                  language=language)}]))
         except (NotImplementedError, ValueError) as e:
             raise ValueError(f"relevance.layout=chat, but the scorer's chat template is not available: {e}") from e
 
@@ -168,6 +175,15 @@ class RelevanceScorer:
         return None
 
 
+def _note_candidates(rec: Record, ranked: list[dict[str, Any]], best: int) -> None:
+    """Keep every candidate instruction and its gain in the instruction's provenance (`params.candidates`), with
+    the index of the one chosen."""
+    prov = rec.provenance.get("instruction")
+    if prov is not None:
+        prov.params["candidates"] = ranked
+        prov.params["chosen_candidate"] = best
+
+
 class RelevanceGate(Step):
     """A pipeline step: record each pair's gain in `scores` and, where the gate decides, reject the pairs
     below the threshold as `not_relevant` (with the values in the reject). `phase` is "pre" or "post"
@@ -197,7 +213,20 @@ class RelevanceGate(Step):
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         _ = self.llm  # a step no executor bound loads its model (and builds its scorer) here
-        gains = self.scorer.gains([(r.instruction or "", r.response or r.text, r.lang) for r in batch])
+        options = [rec.meta.pop(CANDIDATES, None) or [rec.instruction or ""] for rec in batch]
+        flat = self.scorer.gains([(ins, r.response or r.text, r.lang) for r, opts in zip(batch, options, strict=True)
+                                  for ins in opts])
+        gains: list[Gain] = []
+        at = 0
+        for rec, opts in zip(batch, options, strict=True):
+            mine = flat[at: at + len(opts)]
+            at += len(opts)
+            best = max(range(len(opts)), key=lambda i: mine[i].value)  # ties: the earlier (greedy first)
+            if len(opts) > 1:
+                rec.instruction = opts[best]
+                _note_candidates(rec, [{"instruction": o, "gain": round(g.value, 5)} for o, g in zip(opts, mine,
+                                                                                                   strict=True)], best)
+            gains.append(mine[best])
         kept: list[Record] = []
         rejects: list[Reject] = []
         when = "before refinement" if self.phase == "pre" else "after refinement"

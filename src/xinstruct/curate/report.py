@@ -206,7 +206,7 @@ def _build(manifest: dict[str, Any], samples: list[Record], rejects: list[dict[s
     return {"counts": manifest.get("counts", {}), "rejects_by_reason": manifest.get("rejects_by_reason", {}),
             "languages": language_table(samples), "scores": score_distribution(labeled),
             "kept_by_round": kept_by_round(samples, unsampled), "decontamination": overlaps,
-            "selection": manifest.get("selection", {}),
+            "selection": manifest.get("selection", {}), "kept_pairs": kept_pairs(samples),
             "near_duplicates": manifest.get("stages", {}).get("diversify", {}).get("near_duplicates"),
             "stages": {k: {kk: v[kk] for kk in ("seconds", "resumed", "rejected", "k", "engine", "sampled",
                                                   "unsampled", "llm") if kk in v}
@@ -234,6 +234,7 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
                   "", "Kept pairs by the round that accepted them (0 = first label): "
                   + ", ".join(f"round {k}: {v}" for k, v in rep["kept_by_round"].items())]
     parts += selection_md(rep.get("selection") or {}, level="##")
+    parts += ["", *kept_pairs_md(rep.get("kept_pairs", []), level="##")]
     nd = rep.get("near_duplicates")
     if nd and nd.get("pairs"):
         parts += ["", "## Near-duplicate instructions", "", f"{nd['pairs']} pairs of candidates in the same language "
@@ -365,9 +366,11 @@ def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
         f"{r.get('drop_at')}, refined in between (mode `{r.get('mode')}`) for up to {r.get('iterations')} rounds",
         f"- Diversification: `{d.get('embedder')}` embeddings, k-means, {d.get('strategy')} sampling, "
         f"{d.get('per_lang') or 'all'} per language",
+        *generator_lines(manifest.get("generator")),
         "- Models:", *model_lines,
         f"- Prompts: {json.dumps(manifest.get('prompts', {}))}", "",
         *selection_md(manifest.get("selection") or {}, level="###"), *_scorer_terms(manifest), "",
+        *kept_pairs_md(rep.get("kept_pairs", []), level="##"),
         "Every record keeps its provenance: source file and line, the model and prompt version that wrote each "
         "field, every judge score with its reason, every refinement, and its cluster. See `manifest.json` for "
         "the full configuration and `report.md` for the statistics.", "",
@@ -386,6 +389,44 @@ def dataset_card(rep: dict[str, Any], manifest: dict[str, Any]) -> str:
         "}", "```",
     ]
     return "\n".join(header + [""] + body) + "\n"
+
+
+KEPT_PAIRS_SHOWN = 100
+
+
+def kept_pairs(samples: list[Record], n: int = KEPT_PAIRS_SHOWN) -> list[dict[str, Any]]:
+    """The first `n` kept pairs as a reader checks them: the instruction beside the first line of its text."""
+    out = []
+    for r in samples[:n]:
+        first = next((line.strip() for line in (r.response or r.text).splitlines() if line.strip()), "")
+        out.append({"id": r.id, "lang": r.lang, "instruction": r.instruction or "",
+                    "text_start": first if len(first) <= 120 else first[:119] + "…"})
+    return out
+
+
+def kept_pairs_md(pairs: list[dict[str, Any]], level: str = "##") -> list[str]:
+    if not pairs:
+        return [f"{level} Kept pairs", "", "No pair was kept.", ""]
+    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    return [f"{level} Kept pairs", "", f"Each kept pair's English instruction beside the first line of its native text "
+            f"(the first {len(pairs)}):", "",
+            _md_table(["lang", "instruction", "text begins"], [[p["lang"], esc(p["instruction"]), esc(p["text_start"])]
+                                                              for p in pairs]), ""]
+
+
+def generator_lines(gen: dict[str, Any] | None) -> list[str]:
+    """The card's line on how the instructions were written."""
+    if not gen:
+        return []
+    if gen.get("kind") != "backward":
+        return [f"- Instructions written by `{gen.get('model')}` prompted with {gen.get('num_shots') or 2} seed pairs "
+                "(few-shot)"]
+    t = gen.get("trained") or {}
+    how = (f", trained on {t.get('examples')} seed pairs ({t.get('seeds')}), {t.get('steps')} steps, "
+           f"final loss {t.get('train_loss')}, cache key `{t.get('key')}`") if t else ""
+    return [f"- Instructions written zero-shot by a backward model (native text -> English instruction, the "
+            f"paper's step 1): {gen.get('method')} fine-tuning of `{gen.get('base')}`{how}; texts cut to "
+            f"{gen.get('text_max_tokens')} tokens"]
 
 
 def _scorer_terms(manifest: dict[str, Any]) -> list[str]:

@@ -136,6 +136,9 @@ class StageLLM(LLM):
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return self._get().count_prompt_tokens(messages)
 
+    def first_tokens(self, text: str, n: int) -> str | None:
+        return self._get().first_tokens(text, n)
+
     def token_logprobs(self, pairs):  # type: ignore[no-untyped-def]
         m = self._get()
         hits = m.hits

@@ -11,12 +11,16 @@ Backends are imported only when chosen, so a CPU install never needs vLLM.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, Message, ScoringUnsupported
 from xinstruct.llm.cache import CachedLLM, RequestCache
 from xinstruct.llm.embedded import EMBEDDED_LLM, EMBEDDED_SCORER, gemma3_gguf, smollm2_gguf
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("llama.cpp", "transformers", "vllm", "openai")
 
@@ -59,6 +63,12 @@ class ModelConfig:
         from xinstruct.llm.hf import batches_faster_than_llamacpp, transformers_options
 
         if not set(self.options) <= transformers_options() or not batches_faster_than_llamacpp():
+            return self
+        missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
+        if missing:
+            log.warning("transformers would decode this stage's batches faster than llama.cpp here (a GPU or a CPU "
+                        "with native bf16), but %s %s not installed (pip install 'xinstruct[hf]'): running it in "
+                        "llama.cpp", ", ".join(missing), "is" if len(missing) == 1 else "are")
             return self
         return replace(self, backend="transformers")
 

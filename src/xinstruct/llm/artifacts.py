@@ -36,9 +36,13 @@ def write_model_meta(folder: Path, meta: dict[str, Any]) -> None:
         json.dump(meta, f, indent=2, ensure_ascii=False)
 
 
-def is_backward_model(model: str | None, base_url: str | None = None) -> bool:
-    """Whether `model` is a backward model saved by `xinstruct train backward` (it learned the zero-shot prompt)."""
-    return base_url is None and model is not None and read_model_meta(model).get("task") == "backward"
+def read_backward_meta(model: str | None, base_url: str | None = None) -> dict[str, Any] | None:
+    """The metadata of a backward model saved by `xinstruct train backward` (None: not one): it learned the
+    zero-shot generation prompt, with texts cut to `text_max_tokens` tokens where that is set."""
+    if base_url is not None or model is None:
+        return None
+    meta = read_model_meta(model)
+    return meta if meta.get("task") == "backward" else None
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")

@@ -146,6 +146,11 @@ class LLM(ABC):
 
     context_window: int | None = None  # tokens, where known
 
+    def first_tokens(self, text: str, n: int) -> str | None:
+        """`text` cut to its first `n` tokens of this model's tokenizer (itself when shorter; None: the backend
+        cannot tokenize here, e.g. behind a server)."""
+        return None
+
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context (optional)."""
         raise NotImplementedError(f"{self.backend} does not implement loglikelihood")

@@ -276,6 +276,9 @@ class CachedLLM(LLM):
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         return self.llm.count_prompt_tokens(messages)
 
+    def first_tokens(self, text: str, n: int) -> str | None:
+        return self.llm.first_tokens(text, n)
+
     @property
     def context_window(self) -> int | None:  # type: ignore[override]
         return self.llm.context_window

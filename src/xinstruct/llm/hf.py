@@ -69,6 +69,15 @@ def resolve_dtype(dtype: str, device: str) -> Any:
             "float16": torch.float16, "fp16": torch.float16}[dtype]
 
 
+def first_tokens(tokenizer: Any, text: str, n: int) -> str:
+    """`text` cut to its first `n` tokens of `tokenizer` (whole when shorter; a character split by the cut is
+    dropped)."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= n:
+        return text
+    return tokenizer.decode(ids[:n], skip_special_tokens=True).rstrip("\ufffd")
+
+
 def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
                    device: str | None = None) -> tuple[Any, Any, str]:
     """Load a local model and its tokenizer; a `.gguf` path is dequantised into a plain model (cached)."""
@@ -227,6 +236,9 @@ class TransformersLLM(LLM):
 
     def _encode(self, text: str, add_special: bool) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special)
+
+    def first_tokens(self, text: str, n: int) -> str | None:
+        return first_tokens(self.tokenizer, text, n)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         tok = self.tokenizer

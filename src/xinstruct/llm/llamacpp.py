@@ -128,6 +128,12 @@ class LlamaCppLLM(LLM):
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
 
+    def first_tokens(self, text: str, n: int) -> str | None:
+        ids = self._llm.tokenize(text.encode(), add_bos=False, special=False)
+        if len(ids) <= n:
+            return text
+        return self._llm.detokenize(ids[:n]).decode("utf-8", errors="ignore")
+
     def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
         # The content tokens plus a few per message for the chat template's role markers.
         return sum(self.count_tokens(m["content"]) + 6 for m in messages) + 4

@@ -88,6 +88,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _train_flags(bw, data_help="(unused; see --seeds/--records)")
     bw.add_argument("--seeds", help="seed pairs: JSONL or folder of LANG.jsonl (default: the packaged seeds)")
     bw.add_argument("--records", help="also learn from these curated pairs (records file or run folder)")
+    from xinstruct.curate.generate import BackwardConfig
+
+    bw.add_argument("--text-max-tokens", type=int, default=BackwardConfig.text_max_tokens,
+                    help="cut each text to this many tokens of the base's tokenizer (default: %(default)s; "
+                         "generation then cuts corpus texts the same way)")
     bw.set_defaults(func=cmd_train, kind="backward")
     dpo = ts.add_parser("dpo", help="DPO on preference pairs from `xinstruct data preferences`",
                         description="Direct preference optimisation (trl, LoRA by default) on prompt/chosen/rejected "
@@ -148,10 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from xinstruct.train.backward import train_backward
         from xinstruct.train.sft import TrainConfig
 
-        # texts are cut to 500 characters: up to ~700 tokens in Tamil, with the prompt
         cfg = load_config(TrainConfig, args.config, overrides,
-                          defaults={"max_length": 1024, "epochs": 2, "out": "runs/backward"})
-        m = train_backward(cfg, seeds=args.seeds, records=args.records, overwrite=args.overwrite, progress=progress)
+                          defaults={"max_length": args.text_max_tokens + 160, "epochs": 2, "out": "runs/backward"})
+        m = train_backward(cfg, seeds=args.seeds, records=args.records, text_max_tokens=args.text_max_tokens,
+                           overwrite=args.overwrite, progress=progress)
     else:
         from xinstruct.train.sft import TrainConfig, train_sft
 

@@ -43,6 +43,14 @@ ALPACA_CHAT_TEMPLATE = (
 )
 
 
+# For base models without a chat template (Gemma-3-270M base): the turns as plain text, the assistant's answer
+# after "\n" and closed by EOS, so chat-format data (the backward model's prompts among them) trains them too.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}\n"
+    "{% else %}{{ m['content'] }}\n\n{% endif %}{% endfor %}"
+)
+
+
 class FormatError(ValueError):
     """A row that cannot become a training example; `reason` is a short machine-readable tag."""
 

@@ -37,8 +37,31 @@ def load_for_training(model: str, dtype: str = "auto") -> tuple[Any, Any, Path]:
     base = resolve_base(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm, tok, _ = load_causal_lm(base, dtype=train_dtype(dtype, device), device="cpu")
+    plain_layout_for_base_models(tok)
     lm.train()
     return lm, tok, base
+
+
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer training would use for `model` (as `load_for_training` sets it up), without the weights."""
+    from transformers import AutoTokenizer
+
+    from xinstruct.llm.hf import dequantized_gguf
+
+    base = resolve_base(model)
+    folder = dequantized_gguf(base) if base.suffix == ".gguf" else base
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    plain_layout_for_base_models(tok)
+    return tok
+
+
+def plain_layout_for_base_models(tokenizer: Any) -> None:
+    """A base model has no chat template: it gets the plain one (saved with the trained model, so every backend
+    prompts it as it learned)."""
+    from xinstruct.train.formats import PLAIN_CHAT_TEMPLATE
+
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
 
 
 def render_text(tokenizer: Any, prompt: list[dict[str, str]] | str,

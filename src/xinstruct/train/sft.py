@@ -71,6 +71,7 @@ class TrainConfig:
     merge: bool = True  # save OUT/merged: base + adapter as one standalone model
     gguf: bool = True  # also write OUT/merged/model.gguf when the base is a GGUF (llama.cpp backend)
     task: str = "sft"  # sft | backward: recorded in the model's metadata for the other commands
+    model_meta: dict[str, Any] = field(default_factory=dict)  # more metadata for the saved model's xinstruct_model.json
     trainer: dict[str, Any] = field(default_factory=dict)  # any other trl SFTConfig/DPOConfig argument
 
     def learning_rate(self) -> float:
@@ -130,7 +131,8 @@ def common_args(cfg: TrainConfig, out: Path, n_examples: int) -> dict[str, Any]:
 def run_key(cfg: TrainConfig, examples: list[Example], kind: str) -> str:
     """What a run's result depends on: settings that change training, and the exact examples."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("out", "save_steps", "save_total_limit", "logging_steps", "threads", "merge", "gguf")}
+                if k not in ("out", "save_steps", "save_total_limit", "logging_steps", "threads", "merge", "gguf",
+                             "model_meta")}
     return stable_hash(kind, settings, [e.to_row() for e in examples])
 
 
@@ -309,7 +311,7 @@ def save_merged(trained: Any, tokenizer: Any, folder: Path, *, base: Path, cfg: 
     tok.save_pretrained(str(tmp))
     write_model_meta(tmp, {"task": cfg.task if kind == "sft" else kind, "format": cfg.format, "base": str(base),
                            "method": cfg.method, "trained_with": "xinstruct train " + kind,
-                           "weights_sha256": files_sha256(sorted(tmp.glob("*.safetensors")))})
+                           "weights_sha256": files_sha256(sorted(tmp.glob("*.safetensors"))), **cfg.model_meta})
     if cfg.gguf and base.suffix == ".gguf":
         from xinstruct.train.gguf import export_gguf
 
