@@ -135,9 +135,9 @@ def cached_backward_model(bcfg: BackwardConfig, seeds: str | None = None, templa
         tcfg = backward_train_config(bcfg, work)
         print(f"xinstruct: training the generator once: a backward model (native text -> English instruction) "
               f"from {bcfg.base} on {n_seeds} seed pairs ({bcfg.method} fine-tuning, "
-              + (f"{bcfg.max_steps} steps" if bcfg.max_steps > 0 else f"{bcfg.epochs:g} epochs")
-              + f" of {bcfg.batch_size}, texts cut to {bcfg.text_max_tokens} tokens; about 5-10 minutes on 2 CPU "
-              f"cores). It is cached in {final} for later runs.", file=sys.stderr, flush=True)
+              + (f"{bcfg.max_steps} steps" if bcfg.max_steps > 0 else f"{bcfg.epochs:g} epoch(s)")
+              + f" in batches of {bcfg.batch_size}, texts cut to {bcfg.text_max_tokens} tokens; about 8 minutes on "
+              f"2 CPU cores). It is cached in {final} for later runs.", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
             m = train_backward(tcfg, seeds=seeds, text_max_tokens=bcfg.text_max_tokens, progress=progress)
