@@ -38,7 +38,8 @@ def run(generator: str, src: Path, out: Path, extra: list[str]) -> dict:
     docs = Counter(json.loads(x)["lang"] for x in src.read_text(encoding="utf-8").splitlines() if x.strip())
     kept_docs = {(s["lang"], s["doc_id"]) for s in samples}
     kept = Counter(lang for lang, _ in kept_docs)
-    lines = [f"# Kept pairs: {generator}", "", "| lang | instruction | text begins | fits? |", "| --- | --- | --- | --- |"]
+    lines = [f"# Kept pairs: {generator}", "", "| lang | instruction | text begins | fits? |",
+             "| --- | --- | --- | --- |"]
     for s in samples:
         first = next((x.strip() for x in s["response"].splitlines() if x.strip()), "")[:110]
         lines.append(f"| {s['lang']} | {s['instruction']} | {first} | |")

@@ -73,8 +73,8 @@ def test_ray_curate_gives_the_local_executors_files(tmp_path):
     """The whole job (the self-check, generation, the relevance gate before and after refinement, refinement,
     diversification) with --executor ray writes byte-identical samples, rejects and unsampled files, and the
     driver loads no model: the gate's probe and the self-check ran as a Ray task."""
-    common = ("--lang", "sw,tr", "--num-shots", "2", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide", "relevance",
-              "--relevance-threshold", "-100", "--set", "refine.iterations=1")
+    common = ("--lang", "sw,tr", "--num-shots", "2", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide",
+              "relevance", "--relevance-threshold", "-100", "--set", "refine.iterations=1")
     _run(_xinstruct("curate", "--out", str(tmp_path / "local"), *common))
     r = _run(_xinstruct("curate", "--out", str(tmp_path / "ray"), "--executor", "ray", *common))
     _same_outputs(tmp_path / "local", tmp_path / "ray")
