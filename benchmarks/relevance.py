@@ -39,7 +39,8 @@ def main() -> None:
     print("| threads | s/pair | AUC | " + " | ".join(f"kept at {t} (true / shuffled)" for t in THRESHOLDS) + " |")
     print("|---" * (3 + len(THRESHOLDS)) + "|")
     for threads in [int(t) for t in args.threads.split(",")]:
-        cfg = RelevanceConfig(model=ModelConfig(model=args.model, options={"n_threads": threads}), layout=args.layout)
+        options = {"n_threads": threads, "score_threads": threads}
+        cfg = RelevanceConfig(model=ModelConfig(model=args.model, options=options), layout=args.layout)
         t0 = time.perf_counter()
         with load_llm(cfg.scorer_model()) as llm:
             gains = RelevanceScorer(cfg, llm).gains([(p.instruction or "", p.response or "", p.lang) for p in pairs])

@@ -149,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "generate" in args.stages:
         from xinstruct.train.backward import backward_summary, use_backward_model
 
+        if cfg.input and not Path(cfg.input).exists():  # before minutes of training, not after
+            raise FileNotFoundError(f"input not found: {cfg.input}")
         generator = use_backward_model(cfg.generate, progress=cfg.progress)
         if generator is not None:
             print(backward_summary(generator), file=sys.stderr)

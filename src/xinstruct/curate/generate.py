@@ -162,6 +162,8 @@ class InstructionGenerator(Step):
             raise ValueError(f"shot_pool must be one of {', '.join(SHOT_POOLS)}, not {cfg.shot_pool!r}")
         if cfg.shot_sets < 1 or cfg.rotate_every < 1:
             raise ValueError("generate.shot_sets and generate.rotate_every must be >= 1")
+        if cfg.candidates < 1:
+            raise ValueError(f"generate.candidates must be >= 1, not {cfg.candidates}")
         cfg.backward.validate()
         backward = read_backward_meta(cfg.model.model, cfg.model.base_url)
         if cfg.num_shots is None:

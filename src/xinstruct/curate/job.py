@@ -41,11 +41,11 @@ from xinstruct import __version__
 from xinstruct.config import to_dict
 from xinstruct.curate.config import CurateConfig
 from xinstruct.curate.decontaminate import Decontaminator
-from xinstruct.curate.generate import InstructionGenerator
+from xinstruct.curate.generate import GenerateConfig, InstructionGenerator
 from xinstruct.curate.prepare import prepare
 from xinstruct.curate.readers import read_documents
 from xinstruct.curate.refine import PairJudge, Refiner
-from xinstruct.curate.relevance import RelevanceGate, RelevanceScorer
+from xinstruct.curate.relevance import RELEVANCE_FORMAT, RelevanceGate, RelevanceScorer
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
@@ -241,7 +241,7 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
         "config": to_dict(cfg),
         "versions": versions(),
         "models": models,
-        "generator": generator_info(cfg) if "generate" in stages else None,
+        "generator": generator_info(gen.cfg) if "generate" in stages else None,
         "prompts": prompts,
         "counts": counts,
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
@@ -258,10 +258,9 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     return manifest
 
 
-def generator_info(cfg: CurateConfig) -> dict[str, Any]:
-    """How the instructions were written: by a backward model trained on seed pairs (its provenance, from its
-    metadata), or by prompting a model with few-shot seed pairs."""
-    g = cfg.generate
+def generator_info(g: GenerateConfig) -> dict[str, Any]:
+    """How the instructions were written (`g` as the generator resolved it): by a backward model trained on seed
+    pairs (its provenance, from its metadata), or by prompting a model with few-shot seed pairs."""
     meta = read_backward_meta(g.model.model, g.model.base_url)
     if meta is None:
         return {"kind": "few-shot", "model": g.model.model, "num_shots": g.num_shots}
@@ -491,7 +490,7 @@ class Selection:
                    work: Path) -> dict[str, Any]:
         """The self-check's result, computed once per planted set, judge and scorer settings (resumable)."""
         judge = PairJudge(cfg.refine, judge_llm)
-        key = stable_hash(SELFCHECK_FORMAT, [(r.id, r.instruction, r.response) for r in planted],
+        key = stable_hash(SELFCHECK_FORMAT, RELEVANCE_FORMAT, [(r.id, r.instruction, r.response) for r in planted],
                           to_dict(cfg.refine), judge.template.id, to_dict(cfg.relevance) if scorer else None,
                           to_dict(cfg.selfcheck))
         folder = work / f"selfcheck-{key}"

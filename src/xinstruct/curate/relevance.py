@@ -182,6 +182,16 @@ class RelevanceScorer:
         return None
 
 
+def _candidates(rec: Record) -> list[str]:
+    """The instructions to rank for `rec`: the generator's candidates, if they are still its (the first is the
+    instruction it kept; an instruction edited since has none), else its instruction alone."""
+    cands = rec.meta.pop(CANDIDATES, None)
+    if (isinstance(cands, list) and cands and cands[0] == rec.instruction
+            and all(isinstance(c, str) for c in cands)):
+        return cands
+    return [rec.instruction or ""]
+
+
 def _note_candidates(rec: Record, ranked: list[dict[str, Any]], best: int) -> None:
     """Keep every candidate instruction and its gain in the instruction's provenance (`params.candidates`), with
     the index of the one chosen."""
@@ -220,7 +230,7 @@ class RelevanceGate(Step):
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         _ = self.llm  # a step no executor bound loads its model (and builds its scorer) here
-        options = [rec.meta.pop(CANDIDATES, None) or [rec.instruction or ""] for rec in batch]
+        options = [_candidates(rec) for rec in batch]
         flat = self.scorer.gains([(ins, r.response or r.text, r.lang) for r, opts in zip(batch, options, strict=True)
                                   for ins in opts])
         gains: list[Gain] = []

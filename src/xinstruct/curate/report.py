@@ -419,7 +419,7 @@ def generator_lines(gen: dict[str, Any] | None) -> list[str]:
     if not gen:
         return []
     if gen.get("kind") != "backward":
-        return [f"- Instructions written by `{gen.get('model')}` prompted with {gen.get('num_shots') or 2} seed pairs "
+        return [f"- Instructions written by `{gen.get('model')}` prompted with {gen.get('num_shots')} seed pairs "
                 "(few-shot)"]
     t = gen.get("trained") or {}
     how = (f", trained on {t.get('examples')} seed pairs ({t.get('seeds')}), {t.get('steps')} steps, "

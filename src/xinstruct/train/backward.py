@@ -197,12 +197,28 @@ def wants_backward_model(gen: GenerateConfig) -> bool:
 def use_backward_model(gen: GenerateConfig, *, progress: bool = True) -> dict[str, Any] | None:
     """Point `gen` at the backward model its settings ask for (trained now or from the cache), prompted zero-shot
     with texts cut as it learned; returns the model's metadata (None: the generator is prompted few-shot)."""
+    import importlib.util
+    import logging
     from dataclasses import replace
 
     if not wants_backward_model(gen):
         return None
+    why_not = None
+    missing = [m for m in ("torch", "transformers", "trl") if importlib.util.find_spec(m) is None]
+    if missing:
+        why_not = f"{', '.join(missing)} not installed (pip install 'xinstruct[hf,train]')"
+    elif not backward_examples(gen.seeds, template=gen.template)[0]:
+        why_not = "no seed pair names its language (a seed file without `lang`, not in a folder of LANG.jsonl)"
+    if why_not is not None:
+        if gen.backward.train == "on":
+            raise ValueError(f"generate.backward.train=on, but no backward model can be trained: {why_not}")
+        logging.getLogger(__name__).warning("the generator is prompted with few-shot seed pairs instead of a "
+                                            "backward model trained on them: %s", why_not)
+        return None
     meta = cached_backward_model(gen.backward, gen.seeds, gen.template, progress=progress)
-    gen.model = replace(gen.model, model=meta["path"], backend=gen.model.backend, base_url=None)
+    local = gen.model.resolved_backend() in ("llama.cpp", "transformers") and gen.model.base_url is None
+    gen.model = replace(gen.model, model=meta["path"], base_url=None,
+                        **({} if local else {"backend": "auto", "options": {}}))
     if gen.num_shots is None:
         gen.num_shots = 0
     if gen.text_max_tokens is None:
