@@ -68,6 +68,10 @@ class BackwardConfig:
     text_max_tokens: int = 96
     seed: int = 0
 
+    def model_settings(self) -> dict[str, object]:
+        """The settings the trained model depends on (not `train`, which only says whether to use one)."""
+        return {k: v for k, v in vars(self).items() if k != "train"}
+
     def validate(self) -> None:
         if self.train not in BACKWARD_MODES:
             raise ValueError(f"generate.backward.train must be one of {', '.join(BACKWARD_MODES)}, not {self.train!r}")
@@ -307,24 +311,23 @@ class InstructionGenerator(Step):
 
         with as_ready(reqs, ready):
             gens = self.llm.generate(reqs)
-        results: list[list[tuple[Generation, str | ParseError, Provenance]]] = [[] for _ in batch]
+        results: list[list[tuple[str | ParseError, Provenance | None]]] = [[] for _ in batch]
         for i, gen in enumerate(gens):
             if gen.error is None:
                 e = early.get(i)
-                result, prov = e[1] if e is not None and e[0] is gen else read(batch[owner[i]], reqs[i], gen)
-                results[owner[i]].append((gen, result, prov))
+                results[owner[i]].append(e[1] if e is not None and e[0] is gen else read(batch[owner[i]], reqs[i], gen))
             else:
-                results[owner[i]].append((gen, ParseError("llm_error", str(gen.error)), None))  # type: ignore[arg-type]
+                results[owner[i]].append((ParseError("llm_error", str(gen.error)), None))
         kept: list[Record] = []
         rejects: list[Reject] = []
         for rec, answers in zip(batch, results, strict=True):
             rec.meta.pop(SHOT_SET, None)
             valid: dict[str, tuple[str, Provenance]] = {}
-            for _, result, prov in answers:
+            for result, prov in answers:
                 if isinstance(result, str):
-                    valid.setdefault(_norm(result), (result, prov))
+                    valid.setdefault(_norm(result), (result, prov))  # type: ignore[arg-type]
             if not valid:
-                _, first, prov = answers[0]
+                first, prov = answers[0]
                 assert isinstance(first, ParseError)
                 if prov is not None:
                     rec.provenance["instruction"] = prov

@@ -441,18 +441,18 @@ class Selection:
             info["selfcheck"] = {"skipped": True, "reason": "switched off (selfcheck.enabled=false)"}
         threshold: float | None = None
         if scorer is not None:
+            source = "setting"
             if check is not None and check.get("relevance"):
                 threshold = float(check["relevance"]["threshold"])
+                source = "auto" if rc.threshold == "auto" else source
             elif rc.threshold == "auto":
-                threshold = AUTO_THRESHOLD_WITHOUT_SELFCHECK
+                threshold, source = AUTO_THRESHOLD_WITHOUT_SELFCHECK, "default"
                 log.warning("relevance.threshold=auto is set from the self-check, which did not run (or planted no "
                             "pair): the gate uses %s, measured for the embedded scorer; give relevance.threshold a "
                             "number for another scorer", threshold)
             else:
                 threshold = float(rc.threshold)
-            info["gate"].update(threshold=threshold, threshold_source=("auto" if check and check.get("relevance")
-                                                                       else "default") if rc.threshold == "auto"
-                                else "setting")
+            info["gate"].update(threshold=threshold, threshold_source=source)
             g = check.get("relevance") if check else None
             if g and rc.threshold != "auto" and (g["shuffled_keep_rate"] > 2 * sc.max_shuffled_keep
                                                  or g["true_keep_rate"] < 0.5):

@@ -188,7 +188,7 @@ def _embeddings(out: Path, manifest: dict[str, Any]) -> tuple[list[str], Any] | 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -407,10 +407,9 @@ def kept_pairs(samples: list[Record], n: int = KEPT_PAIRS_SHOWN) -> list[dict[st
 def kept_pairs_md(pairs: list[dict[str, Any]], level: str = "##") -> list[str]:
     if not pairs:
         return [f"{level} Kept pairs", "", "No pair was kept.", ""]
-    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
     return [f"{level} Kept pairs", "", f"Each kept pair's English instruction beside the first line of its native text "
             f"(the first {len(pairs)}):", "",
-            _md_table(["lang", "instruction", "text begins"], [[p["lang"], esc(p["instruction"]), esc(p["text_start"])]
+            _md_table(["lang", "instruction", "text begins"], [[p["lang"], p["instruction"], p["text_start"]]
                                                               for p in pairs]), ""]
 
 

@@ -131,10 +131,13 @@ class LlamaCppLLM(LLM):
         self.logits_all = logits_all
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+        return len(self._plain_tokens(text))
+
+    def _plain_tokens(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode(), add_bos=False, special=False)
 
     def first_tokens(self, text: str, n: int) -> str | None:
-        ids = self._llm.tokenize(text.encode(), add_bos=False, special=False)
+        ids = self._plain_tokens(text)
         if len(ids) <= n:
             return text
         return self._llm.detokenize(ids[:n]).decode("utf-8", errors="ignore")

@@ -90,6 +90,13 @@ def train_backward(cfg: TrainConfig, *, seeds: str | None = None, records: str |
     return train_sft(cfg, overwrite=overwrite, mix=mix, progress=progress)
 
 
+def teaching_seeds(seeds: str | None) -> int:
+    """How many seed pairs can teach a backward model: those that name their language (see `backward_examples`)."""
+    from xinstruct.curate.seeds import load_seeds
+
+    return sum(s.lang != "*" for s in load_seeds(seeds))
+
+
 def backward_key(bcfg: BackwardConfig, seeds: str | None, template: str) -> str:
     """What a cached backward model depends on: the base's weights, the seed pairs, the prompt and the settings
     (not `train`, which only says whether to use one)."""
@@ -102,9 +109,8 @@ def backward_key(bcfg: BackwardConfig, seeds: str | None, template: str) -> str:
     if not base.exists():
         raise FileNotFoundError(f"generate.backward.base not found: {base}")
     weights = file_fingerprint(base) if base.is_file() else weights_fingerprint(base)
-    settings = {k: v for k, v in vars(bcfg).items() if k != "train"}
     pairs = [(s.instruction, s.response, s.lang) for s in load_seeds(seeds)]
-    return stable_hash(BACKWARD_FORMAT, weights, pairs, load_template(template).id, settings, n=16)
+    return stable_hash(BACKWARD_FORMAT, weights, pairs, load_template(template).id, bcfg.model_settings(), n=16)
 
 
 def backward_train_config(bcfg: BackwardConfig, out: Path) -> TrainConfig:
@@ -131,7 +137,7 @@ def cached_backward_model(bcfg: BackwardConfig, seeds: str | None = None, templa
         _remove_abandoned(root)
         work = root / f".{key}.{os.getpid()}.partial"
         shutil.rmtree(work, ignore_errors=True)
-        n_seeds = len(backward_examples(seeds, template=template)[0])
+        n_seeds = teaching_seeds(seeds)
         tcfg = backward_train_config(bcfg, work)
         print(f"xinstruct: training the generator once: a backward model (native text -> English instruction) "
               f"from {bcfg.base} on {n_seeds} seed pairs ({bcfg.method} fine-tuning, "
@@ -144,7 +150,7 @@ def cached_backward_model(bcfg: BackwardConfig, seeds: str | None = None, templa
             merged = work / "merged"
             meta = read_model_meta(merged)
             meta["backward"] = {"key": key, "base": bcfg.base, "seeds": seeds or "packaged",
-                                "settings": {k: v for k, v in vars(bcfg).items() if k != "train"},
+                                "settings": bcfg.model_settings(),
                                 "examples": m["examples"], "rejected": m["rejected"], "steps": m["global_step"],
                                 "train_loss": round(m["train_loss"], 4),
                                 "seconds": round(time.perf_counter() - t0, 1)}
@@ -207,7 +213,7 @@ def use_backward_model(gen: GenerateConfig, *, progress: bool = True) -> dict[st
     missing = [m for m in ("torch", "transformers", "trl") if importlib.util.find_spec(m) is None]
     if missing:
         why_not = f"{', '.join(missing)} not installed (pip install 'xinstruct[hf,train]')"
-    elif not backward_examples(gen.seeds, template=gen.template)[0]:
+    elif not teaching_seeds(gen.seeds):
         why_not = "no seed pair names its language (a seed file without `lang`, not in a folder of LANG.jsonl)"
     if why_not is not None:
         if gen.backward.train == "on":
