@@ -51,7 +51,7 @@ STAGE_HELP = {
 
 
 def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    from xinstruct.curate.generate import GenerateConfig
+    from xinstruct.curate.generate import BACKWARD_CANDIDATES
     from xinstruct.curate.relevance import RelevanceConfig
     from xinstruct.curate.selfcheck import SelfCheckConfig
 
@@ -70,7 +70,8 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt: prompt --model with seed pairs "
                        "instead of training a backward model on them (the default for the embedded model)")
         p.add_argument("--candidates", type=int, help="instructions proposed per text; the relevance gate keeps the "
-                       f"one the text gains most from (default {GenerateConfig.candidates})")
+                       f"one the text gains most from (default {BACKWARD_CANDIDATES} for a backward model, 1 with "
+                       "--num-shots)")
         p.add_argument("--limit", type=int, help="read only the first N documents")
     if "generate" in stages or "refine" in stages:
         model_flags(p, what="the model of all LLM stages",

@@ -263,8 +263,8 @@ def generator_info(g: GenerateConfig) -> dict[str, Any]:
     pairs (its provenance, from its metadata), or by prompting a model with few-shot seed pairs."""
     meta = read_backward_meta(g.model.model, g.model.base_url)
     if meta is None:
-        return {"kind": "few-shot", "model": g.model.model, "num_shots": g.num_shots}
-    return {"kind": "backward", "model": g.model.model, "num_shots": g.num_shots,
+        return {"kind": "few-shot", "model": g.model.model, "num_shots": g.num_shots, "candidates": g.candidates}
+    return {"kind": "backward", "model": g.model.model, "num_shots": g.num_shots, "candidates": g.candidates,
             "text_max_tokens": g.text_max_tokens, "base": meta.get("base"), "method": meta.get("method"),
             "trained": meta.get("backward")}
 

@@ -417,15 +417,18 @@ def generator_lines(gen: dict[str, Any] | None) -> list[str]:
     """The card's line on how the instructions were written."""
     if not gen:
         return []
+    n = gen.get("candidates") or 1
+    ranked = (f"; {n} candidates per text, the one the text gains most from kept by the relevance gate"
+              if n > 1 else "")
     if gen.get("kind") != "backward":
         return [f"- Instructions written by `{gen.get('model')}` prompted with {gen.get('num_shots')} seed pairs "
-                "(few-shot)"]
+                f"(few-shot){ranked}"]
     t = gen.get("trained") or {}
     how = (f", trained on {t.get('examples')} seed pairs ({t.get('seeds')}), {t.get('steps')} steps, "
            f"final loss {t.get('train_loss')}, cache key `{t.get('key')}`") if t else ""
     return [f"- Instructions written zero-shot by a backward model (native text -> English instruction, the "
             f"paper's step 1): {gen.get('method')} fine-tuning of `{gen.get('base')}`{how}; texts cut to "
-            f"{gen.get('text_max_tokens')} tokens"]
+            f"{gen.get('text_max_tokens')} tokens{ranked}"]
 
 
 def _scorer_terms(manifest: dict[str, Any]) -> list[str]:
