@@ -25,8 +25,12 @@ demo: $(VENV)/.demo-installed
 train-demo: $(VENV)/.train-installed
 	$(VENV)/bin/xinstruct train sft --data $(OUT) --out $(OUT)-sft
 
+# Two worker processes, a test file each at a time: most tests run a model on one thread (llama.cpp's default on
+# <= 2 cores), so one process left a core idle (62 minutes on 2 cores). OMP_NUM_THREADS=1 keeps torch and faiss
+# from running two threads per worker. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.test-installed chromium
-	$(PY) -m pytest
+	$(if $(filter 0,$(TEST_WORKERS)),$(PY) -m pytest,OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile)
 
 # The chat page's browser test drives Debian's Chromium; it is installed where this machine allows (root or
 # passwordless sudo with apt-get), otherwise the test skips and says why. XINSTRUCT_CHROMIUM names another binary.
