@@ -70,3 +70,23 @@ def test_a_lucky_auc_on_few_pairs_is_not_trusted():
     assert "not clearly better than chance" in s["verdict"]
     good = selector_summary("relevance", [0.1] * 12, [0.0] * 12, 0.05, floor=0.6)
     assert good["trusted"] and good["true_kept"] == 12 and good["shuffled_kept"] == 0
+
+
+def test_the_report_shows_each_languages_planted_keep_rates():
+    from xinstruct.curate.report import selection_md
+    from xinstruct.curate.selfcheck import keep_rates_by_lang, selector_summary
+
+    # sw's true pairs sit below the shared threshold, ta's above: one threshold does not suit both, and the
+    # per-language rows show it where the pooled figures (2 of 4 true kept) do not say which language lost.
+    vals = [0.01, 0.02, 0.0, -0.1, 0.2, 0.3, 0.0, 0.1]
+    kinds = ["true", "true", "shuffled", "shuffled"] * 2
+    langs = ["sw"] * 4 + ["ta"] * 4
+    by = keep_rates_by_lang(vals, kinds, langs, 0.05)
+    assert by["sw"] == {"threshold": 0.05, "true_kept": 0, "true": 2, "shuffled_kept": 0, "shuffled": 2,
+                        "true_keep_rate": 0.0, "shuffled_keep_rate": 0.0}
+    assert (by["ta"]["true_kept"], by["ta"]["shuffled_kept"]) == (2, 1)
+    gate = selector_summary("relevance", [0.01, 0.02, 0.2, 0.3], [0.0, -0.1, 0.0, 0.1], 0.05, floor=0.6)
+    md = "\n".join(selection_md({"selfcheck": {"pairs": 8, "languages": ["sw", "ta"], "relevance": {**gate,
+                                                                                                  "by_lang": by}},
+                                 "gate": {"threshold": 0.05}}))
+    assert "| sw | 0.05 | 0 / 2 | 0 / 2 |" in md and "| ta | 0.05 | 2 / 2 | 1 / 2 |" in md

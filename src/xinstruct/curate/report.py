@@ -304,6 +304,13 @@ def selection_md(sel: dict[str, Any], level: str = "##") -> list[str]:
                 if (s := check.get(name))]
         parts += ["", _md_table(["selector", "AUC (planted)", "threshold", "true pairs kept", "shuffled pairs kept"],
                                 rows)]
+        by_lang = (check.get("relevance") or {}).get("by_lang")
+        if by_lang:
+            parts += ["", "The relevance gate's planted keep rates per language (one threshold for all: the "
+                      "self-check plants too few pairs per language to fit one each):", "",
+                      _md_table(["language", "threshold", "true pairs kept", "shuffled pairs kept"],
+                                [[lang, v["threshold"], f"{v['true_kept']} / {v['true']}",
+                                  f"{v['shuffled_kept']} / {v['shuffled']}"] for lang, v in by_lang.items()])]
     return parts
 
 

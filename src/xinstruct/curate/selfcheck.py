@@ -212,6 +212,19 @@ def run_selfcheck(planted: Sequence[Record], judge: Any, scorer: Any | None, kee
         chosen = auto_threshold(t, s, cfg.max_shuffled_keep) if threshold == "auto" else float(threshold)
         out["relevance"] = selector_summary("relevance", t, s, chosen, cfg.auc_floor)
         out["relevance"]["threshold_source"] = "auto" if threshold == "auto" else "setting"
+        out["relevance"]["by_lang"] = keep_rates_by_lang(gvals, kinds, [r.lang for r in planted], chosen)
+    return out
+
+
+def keep_rates_by_lang(values: Sequence[float], kinds: Sequence[str], langs: Sequence[str],
+                       threshold: float) -> dict[str, dict[str, Any]]:
+    """Each language's planted keep rates at the run's one threshold. The default self-check plants two or three
+    true pairs per language: enough to see a language the threshold does not suit, too few to fit one for it."""
+    out = {}
+    for lang in sorted(set(langs)):
+        mine = [(v, k) for v, k, g in zip(values, kinds, langs, strict=True) if g == lang]
+        t, s = _split_by_kind([v for v, _ in mine], [k for _, k in mine])
+        out[lang] = {"threshold": threshold, **keep_rates(t, s, threshold)}
     return out
 
 
