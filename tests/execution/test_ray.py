@@ -69,6 +69,9 @@ def _wait_for_shards(proc: subprocess.Popen, out: Path, n: int, deadline_s: floa
     return done
 
 
+# Two whole curate runs (local, then on Ray): over pytest's 600 s when another test file runs beside it (make test's
+# two workers; 600 s hit on 2 EPYC cores, 2026-12-06).
+@pytest.mark.timeout(1500)
 def test_ray_curate_gives_the_local_executors_files(tmp_path):
     """The whole job (the self-check, generation, the relevance gate before and after refinement, refinement,
     diversification) with --executor ray writes byte-identical samples, rejects and unsampled files, and the
