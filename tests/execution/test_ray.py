@@ -71,7 +71,7 @@ def _wait_for_shards(proc: subprocess.Popen, out: Path, n: int, deadline_s: floa
 
 # Two whole curate runs (local, then on Ray): over pytest's 600 s when another test file runs beside it (make test's
 # two workers; 600 s hit on 2 EPYC cores, 2026-12-06).
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(2400)
 def test_ray_curate_gives_the_local_executors_files(tmp_path):
     """The whole job (the self-check, generation, the relevance gate before and after refinement, refinement,
     diversification) with --executor ray writes byte-identical samples, rejects and unsampled files, and the
@@ -79,7 +79,7 @@ def test_ray_curate_gives_the_local_executors_files(tmp_path):
     common = ("--lang", "sw,tr", "--num-shots", "2", "--set", "shard_size=2", "--selfcheck-size", "8", "--decide",
               "relevance", "--relevance-threshold", "-100", "--set", "refine.iterations=1")
     _run(_xinstruct("curate", "--out", str(tmp_path / "local"), *common))
-    r = _run(_xinstruct("curate", "--out", str(tmp_path / "ray"), "--executor", "ray", *common))
+    r = _run(_xinstruct("curate", "--out", str(tmp_path / "ray"), "--executor", "ray", *common), timeout=1200)
     _same_outputs(tmp_path / "local", tmp_path / "ray")
     m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     local = json.loads((tmp_path / "local" / "manifest.json").read_text())
