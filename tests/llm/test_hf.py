@@ -66,6 +66,25 @@ def test_gguf_loads_as_a_plain_trainable_model(tmp_path):
     assert torch.isfinite(logits).all()
 
 
+def test_a_gguf_that_train_writes_loads_with_its_chat_template(tmp_path, monkeypatch):
+    """A GGUF that xinstruct writes beside its tokenizer files (the backward model `curate` trains is one) keeps its
+    chat template on transformers, the engine that decodes batches on GPUs and CPUs with native bf16. transformers
+    reads such a folder's tokenizer_config.json, which has no chat template (it is in chat_template.jinja), and
+    `make demo` stopped on an AVX512-BF16 CPU with "tokenizer.chat_template is not set"."""
+    pytest.importorskip("gguf")
+    from xinstruct.train.gguf import export_gguf
+
+    model, tok, _ = load_causal_lm(smollm2_gguf(), dtype="float32")
+    folder = tmp_path / "trained"
+    tok.save_pretrained(folder)
+    template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+    out = export_gguf(model, smollm2_gguf(), folder / "model.gguf", chat_template=template)
+    del model
+    monkeypatch.setenv("XINSTRUCT_CACHE", str(tmp_path / "cache"))  # converted here, not taken from the cache
+    llm = TransformersLLM(out, dtype="float32")
+    assert llm.chat_prompt([{"role": "user", "content": "Habari"}]) == "<<Habari>>A:"
+
+
 def test_json_schema_starts_the_answer_for_the_model(tiny_model_dir):
     from xinstruct.curate.refine import label_schema
     from xinstruct.llm.base import json_prefix

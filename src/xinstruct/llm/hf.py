@@ -123,16 +123,21 @@ def dequantized_gguf(gguf: Path) -> Path:
     transformers flags a model loaded from GGUF as quantized, which blocks training and
     saving; rebuilding it from its config and loading the state dict gives a plain one.
     Converting takes ~30 s for SmolLM2-135M (mostly the tokenizer); loading the cached
-    folder takes under a second.
+    folder takes under a second. The GGUF's chat template is carried over when transformers' tokenizer
+    conversion drops it (it did for GGUF files that `train` exports, on transformers 5.25).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     st = gguf.stat()
-    folder = cache_dir() / "dequantized" / f"{gguf.stem}-{stable_hash(str(gguf.resolve()), st.st_size, st.st_mtime_ns)}"
+    # "2": folders converted before the chat template was carried over are converted again
+    key = stable_hash(str(gguf.resolve()), st.st_size, st.st_mtime_ns, 2)
+    folder = cache_dir() / "dequantized" / f"{gguf.stem}-{key}"
     if (folder / "config.json").is_file():
         return folder
     kw: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = gguf_chat_template(gguf)
     with quiet_loading():
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
     config = AutoConfig.from_pretrained(gguf.parent, **kw)
@@ -150,6 +155,14 @@ def dequantized_gguf(gguf: Path) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def gguf_chat_template(gguf: Path) -> str | None:
+    """The chat template a GGUF file carries in its metadata (`tokenizer.chat_template`), or None."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
+    return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None and field.data else None
 
 
 Encoder = Callable[[str, bool], list[int]]  # (text, add the tokenizer's special tokens) -> token ids
