@@ -200,6 +200,15 @@ class InstructionGenerator(Step):
     def fingerprint(self) -> str:
         return stable_hash(GENERATE_FORMAT, to_dict(self.cfg), self.template.id, self.seeds_fingerprint())
 
+    def arrange(self, items: Iterable[Record]) -> Iterator[Record]:
+        return self.rotation(items)
+
+    def batch_size(self) -> int | None:
+        return self.cfg.batch_size
+
+    def prompts(self) -> str:
+        return self.template.id
+
     def seeds_fingerprint(self) -> str:
         return stable_hash([(s.instruction, s.response, s.lang) for s in self.seeds])
 

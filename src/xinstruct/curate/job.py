@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,11 @@ from xinstruct.curate.relevance import RELEVANCE_FORMAT, RelevanceGate, Relevanc
 from xinstruct.curate.seeds import load_seeds
 from xinstruct.curate.selfcheck import decide, planted_pairs, run_selfcheck
 from xinstruct.data import sample_corpus
-from xinstruct.execution.executors import Executor, LocalExecutor, make_executor
+from xinstruct.execution.executors import Executor, make_executor
 from xinstruct.execution.pool import ModelPool
 from xinstruct.execution.provenance import versions
-from xinstruct.execution.shards import Counting, StageStats, Stream
+from xinstruct.execution.shards import Counting, StageStats
+from xinstruct.execution.stages import RejectSource, StageRunner
 from xinstruct.execution.step import Step
 from xinstruct.io import atomic_write, dumps, read_jsonl, read_records, write_jsonl
 from xinstruct.llm import LLM
@@ -110,7 +111,144 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
 
 
 STAGES = ("generate", "refine", "diversify")
-RejectSource = Callable[[], Iterable[Reject]]
+
+
+class Decontamination(Step):
+    """Decontamination as a step: pairs that share an n-gram with an evaluation set become rejects."""
+
+    name = "decontaminate"
+
+    def __init__(self, cfg: CurateConfig):
+        self.deco = Decontaminator(cfg.decontaminate)
+        super().__init__()
+
+    def fingerprint(self) -> str:
+        return self.deco.fingerprint()
+
+    def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
+        kept: list[Record] = []
+        rejects: list[Reject] = []
+        for item in self.deco(batch):
+            (kept if isinstance(item, Record) else rejects).append(item)  # type: ignore[arg-type]
+        return kept, rejects
+
+    def stage_info(self) -> dict[str, Any]:
+        return {"eval_sets": list(self.deco.cfg.eval_sets)}
+
+
+class CurateRun:
+    """One run of the curate job: its input, the steps that `PIPELINE` builds for it, and what they leave for the
+    output files and the manifest."""
+
+    def __init__(self, cfg: CurateConfig, commands: Sequence[str], pool: ModelPool, executor: Executor):
+        self.cfg, self.commands, self.pool, self.executor = cfg, commands, pool, executor
+        self.out = Path(cfg.out)
+        self.work = self.out / "work"
+        self.stages = StageRunner(executor, cfg, self.work, self.out)
+        self.counts: dict[str, Any] = {}
+        self.records: Iterable[Record] = []
+        self.n: int | None = None  # the input's size where it is not `len(records)`
+        self.unsampled: list[Record] = []
+        self.generator: GenerateConfig | None = None
+        self._selection: Selection | None = None
+
+    def read_input(self) -> dict[str, Any]:
+        """The corpus, prepared (with generation), or a records file or run folder (the stages after it)."""
+        cfg, stages = self.cfg, self.stages
+        if "generate" in self.commands:
+            src = Path(cfg.input) if cfg.input else sample_corpus()
+            if not src.exists():
+                raise FileNotFoundError(f"input not found: {src}")
+            prep, prep_counts, prep_stats = run_prepare(cfg, src, self.work)
+            self.counts.update({k: prep_counts[k] for k in ("documents_read", "documents_rejected",
+                                                            "documents_chunked", "chunks")})
+            stages.info["prepare"] = {"seconds": round(prep_stats.seconds, 2), "resumed": prep_stats.resumed,
+                                      "folder": str(prep.relative_to(self.out)),
+                                      "rejected": prep_counts["chunks_rejected"] + prep_counts["documents_rejected"]}
+            stages.rejects.append(("prepare", lambda: (Reject(**r) for r in read_jsonl(prep / "rejects.jsonl"))))
+            stages.upstream = prep.name
+            self.records, self.n = read_records(prep / "records.jsonl"), prep_counts["records"]
+            return {"path": str(src), "sample_corpus": cfg.input is None, "kind": "corpus"}
+        if not cfg.input:
+            raise ValueError(f"running {'+'.join(self.commands)} alone needs --input: a records file or a run folder")
+        records, input_rejects, stages.upstream = read_pairs(Path(cfg.input))
+        stages.rejects.append(("input", lambda: input_rejects))
+        self.records = records
+        self.counts["records_read"] = len(records) + len(input_rejects)
+        self.counts["candidates"] = len(records)
+        return {"path": str(cfg.input), "kind": "records"}
+
+    def selection(self) -> Selection:
+        """The run's selectors, set up once from the pairs' languages (the gate's probe and the self-check)."""
+        if self._selection is None:
+            cfg = self.cfg
+            langs = sorted({r.lang for r in self.records} or (cfg.target_langs() or set()))
+            if self.executor.remote:
+                # The gate's probe and the self-check load the judge and the scorer: on a cluster they run there as
+                # a task (their results are files in the work folder), so the driver reads them and loads no model.
+                self.executor.run_task(selection_evidence, cfg, langs, self.work, self.out,
+                                       cache=self.work / "selection.cache.jsonl",
+                                       models=[cfg.refine.model, cfg.relevance.scorer_model()])
+            self._selection = Selection.setup(cfg, self.pool, langs, self.work, self.out)
+        return self._selection
+
+    def apply(self, entry: PipelineEntry) -> None:
+        step = entry.build(self)
+        if step is not None:
+            self.records = self.stages.run(step, self.records, self.n)
+            self.n = None
+        if entry.count:
+            self.counts[entry.count] = len(self.records)  # type: ignore[arg-type]
+
+
+def _generate(run: CurateRun) -> Step:
+    gen = InstructionGenerator(replace(run.cfg.generate, model=run.cfg.generate.model.for_batches()))
+    run.generator = gen.cfg  # as the generator resolved it (the engine is in the shard key)
+    return gen
+
+
+def _gate(phase: str) -> Callable[[CurateRun], Step | None]:
+    def build(run: CurateRun) -> Step | None:
+        sel = run.selection()
+        if sel.gate is None or sel.threshold is None:
+            return None
+        return RelevanceGate(run.cfg.relevance, sel.threshold, sel.gate_decides, phase, layout=sel.gate.layout)
+
+    return build
+
+
+def _refine(run: CurateRun) -> Step:
+    return Refiner(run.cfg.refine, decides=run.selection().judge_decides)
+
+
+def _decontaminate(run: CurateRun) -> Step | None:
+    return Decontamination(run.cfg) if run.cfg.decontaminate.eval_sets else None
+
+
+def _diversify(run: CurateRun) -> Step:
+    div = Diversify(run.cfg, run.stages.upstream, run.work)
+    run.unsampled = div.unsampled  # filled when it runs
+    return div
+
+
+@dataclass(frozen=True)
+class PipelineEntry:
+    """A stage of the curate job: the command that runs it (None: every run), how its step is built for a run
+    (None: the stage does not apply to it), and the count (if any) of the records it leaves, for the manifest."""
+
+    command: str | None
+    build: Callable[[CurateRun], Step | None]
+    count: str | None = None
+
+
+PIPELINE = (
+    PipelineEntry("generate", _generate, count="candidates"),
+    PipelineEntry("refine", _gate("pre")),
+    PipelineEntry("refine", _refine),
+    PipelineEntry("refine", _gate("post"), count="refined_kept"),
+    PipelineEntry(None, _decontaminate),
+    PipelineEntry("diversify", _diversify),
+)
 
 
 def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None,
@@ -128,126 +266,49 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-    out = Path(cfg.out)
-    work = out / "work"
     t_start = time.perf_counter()
-    pool = ModelPool.open(cfg.cache, out, llm, models)
-    executor = make_executor(cfg.executor, pool)
-    shard_size = cfg.effective_shard_size()
-    counts: dict[str, Any] = {}
-    selection: dict[str, Any] = {}
-    stage_info: dict[str, Any] = {}
-    rejects: list[RejectSource] = []  # in stage order
-    records: Iterable[Record]
-    unsampled: list[Record] = []
-    prompts: dict[str, Any] = {}
+    pool = ModelPool.open(cfg.cache, Path(cfg.out), llm, models)
+    run = CurateRun(cfg, stages, pool, make_executor(cfg.executor, pool))
     try:
-        if "generate" in stages:
-            src = Path(cfg.input) if cfg.input else sample_corpus()
-            if not src.exists():
-                raise FileNotFoundError(f"input not found: {src}")
-            input_info = {"path": str(src), "sample_corpus": cfg.input is None, "kind": "corpus"}
-            prep, prep_counts, prep_stats = run_prepare(cfg, src, work)
-            counts.update({k: prep_counts[k] for k in ("documents_read", "documents_rejected", "documents_chunked",
-                                                       "chunks")})
-            stage_info["prepare"] = {"seconds": round(prep_stats.seconds, 2), "resumed": prep_stats.resumed,
-                                     "folder": str(prep.relative_to(out)), "rejected": prep_counts["chunks_rejected"]
-                                     + prep_counts["documents_rejected"]}
-            rejects.append(lambda: (Reject(**r) for r in read_jsonl(prep / "rejects.jsonl")))
-            gen_cfg = replace(cfg.generate, model=cfg.generate.model.for_batches())  # the engine in the shard key
-            gen = InstructionGenerator(gen_cfg)
-            key = stable_hash(prep.name, gen.fingerprint(), shard_size)
-            folder, st = executor.run(gen, key, gen.rotation(read_records(prep / "records.jsonl")),
-                                      prep_counts["records"], cfg.generate.batch_size, cfg, work, shard_size)
-            records, rej, n_rej = Stream.of_shards(folder)
-            rejects.append(rej)
-            upstream = folder.name
-            prompts["generate"] = gen.template.id
-            stage_info["generate"] = _stage(st, folder, out, n_rej)
-        else:
-            src = Path(cfg.input or "")
-            if not cfg.input:
-                raise ValueError(f"running {'+'.join(stages)} alone needs --input: a records file or a run folder")
-            records, input_rej, upstream = read_pairs(src)
-            rejects.append(lambda: input_rej)
-            input_info = {"path": str(src), "kind": "records"}
-            counts["records_read"] = len(records) + len(input_rej)
-        counts["candidates"] = len(records)  # type: ignore[arg-type]
-
-        if "refine" in stages:
-            langs = sorted({r.lang for r in records} or (cfg.target_langs() or set()))
-            if executor.remote:
-                # The gate's probe and the self-check load the judge and the scorer: on a cluster they run there as
-                # a task (their results are files in the work folder), so the driver reads them and loads no model.
-                executor.run_task(selection_evidence, cfg, langs, work, out, cache=work / "selection.cache.jsonl",
-                                  models=[cfg.refine.model, cfg.relevance.scorer_model()])
-            sel = Selection.setup(cfg, pool, langs, work, out, executor)
-            selection = sel.info
-            if sel.gate is not None:
-                records, rej, upstream = sel.run_gate("pre", records, upstream, stage_info)
-                rejects.append(rej)
-            refiner = Refiner(cfg.refine, decides=sel.judge_decides)
-            key = stable_hash(upstream, refiner.fingerprint(), shard_size)
-            folder, st = executor.run(refiner, key, records, len(records),  # type: ignore[arg-type]
-                                      cfg.refine.effective_batch_size(), cfg, work, shard_size)
-            records, rej, n_rej = Stream.of_shards(folder)
-            rejects.append(rej)
-            upstream = folder.name
-            prompts["refine"] = refiner.templates
-            stage_info["refine"] = _stage(st, folder, out, n_rej)
-            if sel.gate is not None:
-                records, rej, upstream = sel.run_gate("post", records, upstream, stage_info)
-                rejects.append(rej)
-            counts["refined_kept"] = len(records)  # type: ignore[arg-type]
-
-        if cfg.decontaminate.eval_sets:
-            t0 = time.perf_counter()
-            deco = Decontaminator(cfg.decontaminate)
-            upstream = stable_hash(upstream, deco.fingerprint())
-            records, rej, n_rej = run_decontaminate(deco, records, work / f"decontaminate-{upstream}")
-            rejects.append(rej)
-            stage_info["decontaminate"] = {"seconds": round(time.perf_counter() - t0, 2), "rejected": n_rej,
-                                           "eval_sets": list(cfg.decontaminate.eval_sets)}
-
-        if "diversify" in stages:
-            t0 = time.perf_counter()
-            div = Diversify(cfg, upstream, work)
-            records, _ = executor.run_global(div, list(records))
-            unsampled, info = div.unsampled, div.info
-            info["seconds"] = round(time.perf_counter() - t0, 2)
-            info["folder"] = str(Path(info["folder"]).relative_to(out))
-            stage_info["diversify"] = info
+        input_info = run.read_input()
+        for entry in PIPELINE:
+            if entry.command is None or entry.command in stages:
+                run.apply(entry)
     finally:
         pool.close()
-    models = pool.identities()
+    return write_outputs(run, input_info, pool.identities(), time.perf_counter() - t_start)
 
+
+def write_outputs(run: CurateRun, input_info: dict[str, Any], models: list[Any], seconds: float) -> dict[str, Any]:
+    """samples, rejects and unsampled, the manifest and (unless switched off) the report and the card."""
+    cfg, out, counts = run.cfg, run.out, run.counts
     tally = _RejectTally()
-    n_samples = write_jsonl(out / "samples.jsonl", tally.langs(records))
-    write_jsonl(out / "rejects.jsonl", tally.rejects(rejects))
-    write_jsonl(out / "unsampled.jsonl", unsampled)
-
+    n_samples = write_jsonl(out / "samples.jsonl", tally.langs(run.records))
+    write_jsonl(out / "rejects.jsonl", tally.rejects(run.stages.rejects))
+    write_jsonl(out / "unsampled.jsonl", run.unsampled)
     counts.update({
         "rejected": dict(sorted(tally.by_stage.items())),
-        "unsampled": len(unsampled),
+        "unsampled": len(run.unsampled),
         "samples": n_samples,
         "samples_by_lang": dict(sorted(tally.by_lang.items())),
     })
+    stage_info = run.stages.info
     manifest = {
         "xinstruct": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
-        "stages_run": list(stages),
+        "stages_run": list(run.commands),
         "input": input_info,
         "config": to_dict(cfg),
         "versions": versions(),
         "models": models,
-        "generator": generator_info(gen.cfg) if "generate" in stages else None,
-        "prompts": prompts,
+        "generator": generator_info(run.generator) if run.generator is not None else None,
+        "prompts": run.stages.prompts,
         "counts": counts,
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
         "stages": stage_info,
-        "selection": _selection_counts(selection, tally),
-        "seconds": round(time.perf_counter() - t_start, 2),
+        "selection": _selection_counts(run._selection.info if run._selection else {}, tally),
+        "seconds": round(seconds, 2),
     }
     with atomic_write(out / "manifest.json") as f:
         f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -275,49 +336,33 @@ AUTO_THRESHOLD_WITHOUT_SELFCHECK = 0.05
 
 
 class _RejectTally:
-    """Counts what streams past on its way to the output files: rejects by stage and reason, records by language."""
+    """Counts what streams past on its way to the output files: rejects by stage and reason, records by language.
+    `by_source` counts reasons by the stage of the run that wrote them (relevance-pre, relevance-post, ...)."""
 
     def __init__(self) -> None:
         self.by_stage: Counter[str] = Counter()  # chunk rejects per stage
         self.reasons: Counter[str] = Counter()
+        self.by_source: Counter[str] = Counter()
         self.by_lang: Counter[str] = Counter()
-        self.relevance_before_refinement = 0
 
     def langs(self, records: Iterable[Record]) -> Iterator[Record]:
         for r in records:
             self.by_lang[r.lang] += 1
             yield r
 
-    def rejects(self, sources: Sequence[RejectSource]) -> Iterator[Reject]:
-        for source in sources:
+    def rejects(self, sources: Sequence[tuple[str, RejectSource]]) -> Iterator[Reject]:
+        for name, source in sources:
             for r in source():
                 if r.unit == "chunk":
                     self.by_stage[r.stage] += 1
                 self.reasons[f"{r.stage}/{r.reason}"] += 1
-                self.relevance_before_refinement += r.stage == "relevance" and "before refinement" in r.detail
+                self.by_source[f"{name}/{r.reason}"] += 1
                 yield r
-
-
-def run_decontaminate(deco: Decontaminator, records: Iterable[Record], folder: Path,
-                      ) -> tuple[Stream, RejectSource, int]:
-    """The decontamination step over a stream, written once to `folder` (kept records, then rejects)."""
-    done = folder / "shard-00000.jsonl"
-    if not done.is_file():
-        with atomic_write(done) as f:
-            for item in deco(records):
-                f.write(dumps({"record": item.to_dict()} if isinstance(item, Record) else {"reject": item.to_dict()})
-                        + "\n")
-    return Stream.of_shards(folder)
 
 
 def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
     """The whole job: prepare -> generate -> label/refine -> (decontaminate) -> diversify."""
     return run_pipeline(cfg, STAGES, llm)
-
-
-def _stage(st: StageStats, folder: Path, out: Path, rejected: int) -> dict[str, Any]:
-    return {"seconds": round(st.seconds, 2), "resumed": st.resumed, "folder": str(folder.relative_to(out)),
-            "rejected": rejected, **st.extra, "llm": st.llm}
 
 
 class Diversify(Step):
@@ -338,8 +383,12 @@ class Diversify(Step):
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         folder = self.work / f"diversify-{self.fingerprint()}"  # the embeddings, kept for a rerun
-        sampled, self.unsampled, self.info = run_diversify(self.cfg, list(batch), folder)
+        sampled, unsampled, self.info = run_diversify(self.cfg, list(batch), folder)
+        self.unsampled[:] = unsampled  # the list the run holds
         return sampled, []
+
+    def stage_info(self) -> dict[str, Any]:
+        return {**self.info, "folder": str(Path(self.info["folder"]).relative_to(self.cfg.out))}
 
 
 def run_diversify(cfg: CurateConfig, records: list[Record], folder: Path,
@@ -391,16 +440,13 @@ class Selection:
     """Which selectors decide a run's final keep, from its self-check: the relevance gate (None where it is
     off or cannot score here), its threshold, whether the judge decides, and `info` for the manifest."""
 
-    def __init__(self, cfg: CurateConfig, gate: RelevanceScorer | None, threshold: float | None,
-                 judge_decides: bool, gate_decides: bool, info: dict[str, Any], work: Path, out: Path,
-                 executor: Executor):
-        self.cfg, self.gate, self.threshold = cfg, gate, threshold
+    def __init__(self, gate: RelevanceScorer | None, threshold: float | None, judge_decides: bool,
+                 gate_decides: bool, info: dict[str, Any]):
+        self.gate, self.threshold = gate, threshold
         self.judge_decides, self.gate_decides, self.info = judge_decides, gate_decides, info
-        self.work, self.out, self.executor = work, out, executor
 
     @classmethod
-    def setup(cls, cfg: CurateConfig, pool: ModelPool, langs: Sequence[str], work: Path, out: Path,
-              executor: Executor | None = None) -> Selection:
+    def setup(cls, cfg: CurateConfig, pool: ModelPool, langs: Sequence[str], work: Path, out: Path) -> Selection:
         """The run's selectors, from the gate's probe and the self-check (each computed once and kept in `work`:
         a resumed run, or a driver after `selection_evidence` ran on the cluster, loads no model for them)."""
         judge_llm = pool.stage_llm(cfg.refine.model, "refine")
@@ -465,8 +511,7 @@ class Selection:
         info.update(judge_decides=judge_decides, gate_decides=gate_decides, why=why)
         if cfg.decide == "auto" and ("failed" in why or "no selector" in why):
             log.warning("selection: %s", why)
-        return cls(cfg, scorer, threshold, judge_decides, gate_decides, info, work, out,
-                   executor or LocalExecutor(pool))
+        return cls(scorer, threshold, judge_decides, gate_decides, info)
 
     @staticmethod
     def _probe(rc: Any, scorer: RelevanceScorer, pool: ModelPool, work: Path) -> dict[str, Any]:
@@ -504,18 +549,6 @@ class Selection:
             f.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         return result
 
-    def run_gate(self, phase: str, records: Iterable[Record], upstream: str, stage_info: dict[str, Any],
-                 ) -> tuple[Stream, RejectSource, str]:
-        assert self.gate is not None and self.threshold is not None
-        step = RelevanceGate(self.cfg.relevance, self.threshold, self.gate_decides, phase, layout=self.gate.layout)
-        shard_size = self.cfg.effective_shard_size()
-        key = stable_hash(upstream, step.fingerprint(), shard_size)
-        folder, st = self.executor.run(step, key, records, len(records),  # type: ignore[arg-type]
-                                       self.cfg.relevance.batch_size, self.cfg, self.work, shard_size)
-        kept, rej, n_rej = Stream.of_shards(folder)
-        stage_info[step.name] = _stage(st, folder, self.out, n_rej)
-        return kept, rej, folder.name
-
 
 def selection_evidence(pool: ModelPool, cfg: CurateConfig, langs: Sequence[str], work: Path, out: Path) -> None:
     """The gate's probe and the self-check, written to `work` (an executor task: on Ray it runs on the cluster with
@@ -527,8 +560,8 @@ def _selection_counts(selection: dict[str, Any], tally: _RejectTally) -> dict[st
     """The selection info with how many pairs each selector removed."""
     if not selection:
         return {}
-    reasons, pre = tally.reasons, tally.relevance_before_refinement
+    reasons, by_source = tally.reasons, tally.by_source
     return {**selection, "removed": {"judge": reasons["refine/low_score"] + reasons["refine/below_threshold"],
                                      "relevance": reasons["relevance/not_relevant"],
-                                     "relevance_before_refinement": pre,
-                                     "relevance_after_refinement": reasons["relevance/not_relevant"] - pre}}
+                                     "relevance_before_refinement": by_source["relevance-pre/not_relevant"],
+                                     "relevance_after_refinement": by_source["relevance-post/not_relevant"]}}

@@ -245,6 +245,12 @@ class Refiner(Step):
     def fingerprint(self) -> str:
         return stable_hash(REFINE_FORMAT, to_dict(self.cfg), self.templates, self.decides)
 
+    def batch_size(self) -> int | None:
+        return self.cfg.effective_batch_size()
+
+    def prompts(self) -> Any:
+        return self.templates
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["judge"] = copy.copy(self.judge)

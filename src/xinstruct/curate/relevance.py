@@ -228,6 +228,9 @@ class RelevanceGate(Step):
     def fingerprint(self) -> str:
         return stable_hash(RELEVANCE_FORMAT, to_dict(self.cfg), self.threshold, self.decides, self.phase)
 
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
         _ = self.llm  # a step no executor bound loads its model (and builds its scorer) here
         options = [_candidates(rec) for rec in batch]

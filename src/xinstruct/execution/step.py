@@ -16,7 +16,7 @@ driver, on the gathered records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from xinstruct.llm import LLM, ModelConfig
@@ -50,6 +50,22 @@ class Step:
 
     def __call__(self, batch: Sequence[Any]) -> tuple[list[Any], list[Reject]]:
         raise NotImplementedError
+
+    def arrange(self, items: Iterable[Any]) -> Iterable[Any]:
+        """The step's input in the order (and with the marks) it wants: as it comes, unless a step says otherwise."""
+        return items
+
+    def batch_size(self) -> int | None:
+        """Items per call (None: a whole shard)."""
+        return None
+
+    def prompts(self) -> Any:
+        """The prompt templates the step uses (for the manifest), or None."""
+        return None
+
+    def stage_info(self) -> dict[str, Any]:
+        """What the step adds to its stage's entry in the manifest."""
+        return {}
 
     def bind(self, models: ModelPool) -> Step:
         """Take this step's engine from `models` (loaded there on its first cache miss)."""
