@@ -52,3 +52,41 @@ def test_a_model_flag_named_otherwise_is_read_from_its_own_attribute():
     assert not hasattr(args, "compare_model")
     got = model_settings(args, "compare", "compare_", model_dest="compare")
     assert got["compare.model"] == "base.gguf" and got["compare.options.n_threads"] == 1
+
+
+def _all_help_defaults(command: str):
+    """(flag, its help) of every flag of `command`'s parser that states a default."""
+    sub = dict(_subparsers(build_parser()))[command]
+    return [(a, " ".join(a.help.split())) for a in sub._actions if a.help and "default" in a.help]
+
+
+def test_the_curate_commands_help_gives_the_defaults_the_run_uses():
+    """Each default `xinstruct curate --help` states for a setting is the value a run with no recipe and no flag
+    uses (the config `load_recipe` builds); a stated default that comes from no setting is one of the few derived
+    from others, listed here."""
+    from xinstruct.curate.config import load_recipe
+
+    cfg = load_recipe(None, [])
+    derived = {"--input", "--cache", "--lang", "--candidates", "--threads", "--backend", "--judge-backend",
+               "--relevance-backend", "--relevance-model", "--executor", "--ray-address", "--ray-actors", "--per-lang",
+               "--num-shots", "--clusters"}
+    for command in ("curate", "generate", "refine", "diversify"):
+        stated = _all_help_defaults(command)
+        assert stated, command
+        for action, text in stated:
+            path = getattr(action, "setting", None)
+            if path is None:
+                assert action.option_strings[0] in derived, f"{command} {action.option_strings[0]}: {text}"
+                continue
+            value = cfg
+            for part in path.split("."):
+                value = getattr(value, part)
+            assert text.endswith(f"(default {value})"), f"{command} {action.option_strings[0]}: {text} != {value}"
+
+
+def test_a_setting_flag_given_on_the_command_line_reaches_its_setting():
+    from xinstruct.cliargs import settings_given
+
+    args = build_parser().parse_args(["curate", "--iterations", "1", "--decide", "judge"])
+    given = settings_given(args)
+    assert given["refine.iterations"] == 1 and given["decide"] == "judge" and given["selfcheck.size"] is None

@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 
 from xinstruct import __version__
-from xinstruct.cliargs import executor_flags, executor_settings, model_flags, model_settings
+from xinstruct.cliargs import (
+    executor_flags,
+    executor_settings,
+    model_flags,
+    model_settings,
+    setting_flag,
+    settings_given,
+)
 
 EPILOG_CURATE = """\
 examples:
@@ -51,9 +58,10 @@ STAGE_HELP = {
 
 
 def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    from xinstruct.curate.config import CurateConfig
     from xinstruct.curate.generate import BACKWARD_CANDIDATES
-    from xinstruct.curate.relevance import RelevanceConfig
-    from xinstruct.curate.selfcheck import SelfCheckConfig
+
+    defaults = CurateConfig()
 
     short, desc, stages = STAGE_HELP[name]
     p = sub.add_parser(name, help=short, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,7 +70,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--input", help="generate/curate: JSONL/Parquet file, folder of .txt/.jsonl/.parquet files, or a "
                                    "`datasets` folder (default: the packaged sample corpus). refine/diversify: a "
                                    "records file or a run folder")
-    p.add_argument("--out", help="output folder (default: runs/curate)")
+    setting_flag(p, "--out", "out", defaults, "output folder")
     p.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     if "generate" in stages:
         p.add_argument("--lang", help="target language code(s), comma-separated, or 'all' (default: all)")
@@ -83,27 +91,28 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
     if "refine" in stages:
         model_flags(p, "judge-", "the judge/rewriter", model_help="the judge/rewriter model, if not --model",
                     threads=False)
-        p.add_argument("--iterations", type=int, help="refinement rounds (default 3)")
-        p.add_argument("--mode", choices=["instruction", "response", "both"], help="what a refinement rewrites")
-        p.add_argument("--relevance-threshold", help="reject pairs whose response gains less than this (nats/token) "
-                       "from its instruction, or 'auto': set from the self-check (default "
-                       f"{RelevanceConfig.threshold})")
+        setting_flag(p, "--iterations", "refine.iterations", defaults, "refinement rounds", type=int)
+        setting_flag(p, "--mode", "refine.mode", defaults, "what a refinement rewrites",
+                     choices=["instruction", "response", "both"])
+        setting_flag(p, "--relevance-threshold", "relevance.threshold", defaults, "reject pairs whose response gains "
+                     "less than this (nats/token) from its instruction, or 'auto': set from the self-check")
         model_flags(p, "relevance-", "the relevance gate's scorer (a server needs /v1/completions with echo and "
                     "logprobs)", threads=False, model_help="the relevance gate's scorer (default 'embedded-scorer': "
                     "Gemma-3-270M base); any model that gives token log-probabilities")
         p.add_argument("--no-relevance", action="store_true", help="switch the relevance gate off")
-        p.add_argument("--decide", choices=["auto", "judge", "relevance", "both"],
-                       help="which selectors make the final keep (default auto: those that pass the self-check)")
-        p.add_argument("--selfcheck-size", type=int,
-                       help=f"planted pairs of the self-check (default {SelfCheckConfig.size})")
+        setting_flag(p, "--decide", "decide", defaults, "which selectors make the final keep (auto: those that pass "
+                     "the self-check)", choices=["auto", "judge", "relevance", "both"])
+        setting_flag(p, "--selfcheck-size", "selfcheck.size", defaults, "planted pairs of the self-check", type=int)
         p.add_argument("--no-selfcheck", action="store_true", help="skip the self-check of the selectors")
         p.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                        help="drop pairs sharing an n-gram with this evaluation file or folder (repeatable)")
     if "diversify" in stages:
         p.add_argument("--per-lang", type=int, help="pairs to sample per language (default: all)")
         p.add_argument("--clusters", type=int, help="k-means clusters (default: about sqrt(n/2))")
-        p.add_argument("--strategy", choices=["round_robin", "proportional"])
-        p.add_argument("--embedder", help="'embedded' (all-MiniLM-L6-v2) or a local sentence-transformers folder")
+        setting_flag(p, "--strategy", "diversify.strategy", defaults, "how each language's pairs are sampled across "
+                     "clusters", choices=["round_robin", "proportional"])
+        setting_flag(p, "--embedder", "diversify.embedder", defaults, "'embedded' (all-MiniLM-L6-v2) or a local "
+                     "sentence-transformers folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting by its dotted path, e.g. refine.keep_at=5 (repeatable)")
     p.add_argument("--no-report", action="store_true", help="skip the report, plots and dataset card")
@@ -116,13 +125,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from xinstruct.curate.job import run_pipeline
 
     a = vars(args)
-    flags: dict[str, object] = {"input": a.get("input"), "lang": a.get("lang"), "out": a.get("out"),
-                                "limit": a.get("limit"), "cache": a.get("cache"), "generate.seeds": a.get("seeds"),
+    flags: dict[str, object] = {"input": a.get("input"), "lang": a.get("lang"), "limit": a.get("limit"),
+                                "cache": a.get("cache"), "generate.seeds": a.get("seeds"),
                                 "generate.num_shots": a.get("num_shots"), "generate.candidates": a.get("candidates"),
-                                "refine.iterations": a.get("iterations"),
-                                "refine.mode": a.get("mode"), "diversify.per_lang": a.get("per_lang"),
-                                "diversify.n_clusters": a.get("clusters"), "diversify.strategy": a.get("strategy"),
-                                "diversify.embedder": a.get("embedder")}
+                                "diversify.per_lang": a.get("per_lang"), "diversify.n_clusters": a.get("clusters")}
+    flags.update(settings_given(args))
     flags.update(model_settings(args, "generate.model"))
     flags.update(executor_settings(args))
     flags.update(model_settings(args, "refine.model", "judge_", fallback=""))  # --judge-* flags win for the judge
@@ -131,12 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     threshold = a.get("relevance_threshold")
     if threshold is not None and threshold != "auto":
         try:
-            threshold = float(threshold)
+            flags["relevance.threshold"] = float(threshold)
         except ValueError:
             raise ValueError(f"--relevance-threshold must be a number or 'auto', not {threshold!r}") from None
     flags.update(model_settings(args, "relevance.model", "relevance_"))
-    flags.update({"relevance.threshold": threshold, "decide": a.get("decide"),
-                  "selfcheck.size": a.get("selfcheck_size")})
     if a.get("no_relevance"):
         flags["relevance.enabled"] = False
     if a.get("no_selfcheck"):

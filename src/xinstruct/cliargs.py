@@ -63,3 +63,23 @@ def executor_settings(args: argparse.Namespace, key: str = "executor") -> dict[s
     a = vars(args)
     return {f"{key}.kind": a.get("executor"), f"{key}.address": a.get("ray_address"),
             f"{key}.actors": a.get("ray_actors")}
+
+
+def setting_flag(p: argparse.ArgumentParser, flag: str, path: str, config: Any, help: str,
+                 **kw: Any) -> argparse.Action:
+    """A flag that sets the setting `path` (dotted) of the command's config; its help ends with that setting's
+    default, read from `config` (the config as the command builds it with no recipe and no flags), so the two cannot
+    disagree. `settings_given` reads every such flag back as {path: value}."""
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    action = p.add_argument(flag, help=f"{help} (default {value})", **kw)
+    action.setting = path  # type: ignore[attr-defined]
+    p.set_defaults(settings_flags={**(p.get_default("settings_flags") or {}), action.dest: path})
+    return action
+
+
+def settings_given(args: argparse.Namespace) -> dict[str, Any]:
+    """{setting path: value} of the `setting_flag` flags given on the command line (None: not given)."""
+    a = vars(args)
+    return {path: a.get(dest) for dest, path in (a.get("settings_flags") or {}).items()}
