@@ -82,14 +82,28 @@ def relevance_values(samples: list[Record], unsampled: list[Record], rejects: li
 
 def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: dict[str, dict[int, int]],
            manifest: dict[str, Any], rep_relevance: dict[str, Any]) -> list[str]:
+    """Draw the report's plots under OUT/plots; returns their paths relative to OUT."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-    written = []
+    drawn = [_plot_lengths(folder, samples), _plot_scores(folder, scores, manifest),
+             _plot_relevance(folder, rep_relevance), _plot_clusters(folder, out, samples, unsampled, manifest)]
+    return [f"plots/{name}" for name in drawn if name]
+
+
+def _save(fig: Any, folder: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _plot_lengths(folder: Path, samples: list[Record]) -> str:
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, title in ((axes[0], "instruction", "English instruction"), (axes[1], "response", "native output")):
@@ -98,83 +112,81 @@ def _plots(out: Path, samples: list[Record], unsampled: list[Record], scores: di
         ax.set_title(f"{title} length")
         ax.set_xlabel("characters")
         ax.set_ylabel("pairs")
-    fig.tight_layout()
-    fig.savefig(folder / "lengths.png", dpi=110)
-    plt.close(fig)
-    written.append("plots/lengths.png")
+    return _save(fig, folder, "lengths.png")
 
-    if scores["before"] or scores["after"]:
-        cfg = manifest.get("config", {}).get("refine", {})
-        lo, hi = int(cfg.get("min_score", 1)), int(cfg.get("max_score", 5))
-        xs = list(range(lo, hi + 1))
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        w = 0.4
-        ax.bar([x - w / 2 for x in xs], [scores["before"].get(x, 0) for x in xs], w, label="first label")
-        ax.bar([x + w / 2 for x in xs], [scores["after"].get(x, 0) for x in xs], w, label="after refinement")
-        ax.set_xticks(xs)
-        ax.set_xlabel("judge score")
-        ax.set_ylabel("pairs")
-        ax.set_title("Judge scores before and after refinement")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(folder / "scores.png", dpi=110)
-        plt.close(fig)
-        written.append("plots/scores.png")
 
-    rel = rep_relevance
-    if rel["kept"] or rel["rejected"]:
-        import numpy as np
+def _plot_scores(folder: Path, scores: dict[str, dict[int, int]], manifest: dict[str, Any]) -> str | None:
+    if not (scores["before"] or scores["after"]):
+        return None
+    import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        vals = rel["kept"] + rel["rejected"]
-        bins = min(30, max(6, len(vals) // 2))
-        lo, hi = min(vals), max(vals)
-        edges = list(np.linspace(lo, hi, bins + 1)) if hi > lo else bins  # exact ends: the maximum stays in
-        ax.hist([rel["kept"], rel["rejected"]], bins=edges, stacked=True, color=["#4c72b0", "#c44e52"],
-                label=["kept", "rejected"])
-        if rel["threshold"] is not None:
-            ax.axvline(rel["threshold"], color="black", linestyle="--", linewidth=1,
-                       label=f"threshold {rel['threshold']:.3f}")
-        ax.set_xlabel("log-likelihood gain from the instruction (nats/token)")
-        ax.set_ylabel("pairs")
-        ax.set_title("Relevance of the response to its instruction")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "relevance.png", dpi=110)
-        plt.close(fig)
-        written.append("plots/relevance.png")
+    cfg = manifest.get("config", {}).get("refine", {})
+    lo, hi = int(cfg.get("min_score", 1)), int(cfg.get("max_score", 5))
+    xs = list(range(lo, hi + 1))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    w = 0.4
+    ax.bar([x - w / 2 for x in xs], [scores["before"].get(x, 0) for x in xs], w, label="first label")
+    ax.bar([x + w / 2 for x in xs], [scores["after"].get(x, 0) for x in xs], w, label="after refinement")
+    ax.set_xticks(xs)
+    ax.set_xlabel("judge score")
+    ax.set_ylabel("pairs")
+    ax.set_title("Judge scores before and after refinement")
+    ax.legend()
+    return _save(fig, folder, "scores.png")
 
+
+def _plot_relevance(folder: Path, rel: dict[str, Any]) -> str | None:
+    if not (rel["kept"] or rel["rejected"]):
+        return None
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    vals = rel["kept"] + rel["rejected"]
+    bins = min(30, max(6, len(vals) // 2))
+    lo, hi = min(vals), max(vals)
+    edges = list(np.linspace(lo, hi, bins + 1)) if hi > lo else bins  # exact ends: the maximum stays in
+    ax.hist([rel["kept"], rel["rejected"]], bins=edges, stacked=True, color=["#4c72b0", "#c44e52"],
+            label=["kept", "rejected"])
+    if rel["threshold"] is not None:
+        ax.axvline(rel["threshold"], color="black", linestyle="--", linewidth=1,
+                   label=f"threshold {rel['threshold']:.3f}")
+    ax.set_xlabel("log-likelihood gain from the instruction (nats/token)")
+    ax.set_ylabel("pairs")
+    ax.set_title("Relevance of the response to its instruction")
+    ax.legend(fontsize=8)
+    return _save(fig, folder, "relevance.png")
+
+
+def _plot_clusters(folder: Path, out: Path, samples: list[Record], unsampled: list[Record],
+                   manifest: dict[str, Any]) -> str | None:
     emb = _embeddings(out, manifest)
-    if emb is not None:
-        import numpy as np
+    if emb is None:
+        return None
+    import matplotlib.pyplot as plt
+    import numpy as np
 
-        from xinstruct.curate.cluster import project_2d
+    from xinstruct.curate.cluster import project_2d
 
-        ids, vecs = emb
-        cluster = {}
-        chosen = {r.id for r in samples}
-        for r in samples + unsampled:
-            if r.cluster is not None:
-                cluster[r.id] = r.cluster["id"]
-        keep = [i for i, rid in enumerate(ids) if rid in cluster]
-        if len(keep) >= 2:
-            xy = project_2d(vecs[keep])
-            c = np.array([cluster[ids[i]] for i in keep])
-            sampled = np.array([ids[i] in chosen for i in keep])
-            fig, ax = plt.subplots(figsize=(6.4, 5))
-            ax.scatter(xy[sampled, 0], xy[sampled, 1], c=c[sampled], cmap="tab20", s=28, label="sampled")
-            if (~sampled).any():
-                ax.scatter(xy[~sampled, 0], xy[~sampled, 1], c=c[~sampled], cmap="tab20", s=28, marker="x",
-                           label="not sampled")
-            ax.set_title(f"Instruction clusters (k={len(set(c.tolist()))}), PCA of embeddings")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.legend(loc="best", fontsize=8)
-            fig.tight_layout()
-            fig.savefig(folder / "clusters.png", dpi=110)
-            plt.close(fig)
-            written.append("plots/clusters.png")
-    return written
+    ids, vecs = emb
+    cluster = {r.id: r.cluster["id"] for r in samples + unsampled if r.cluster is not None}
+    chosen = {r.id for r in samples}
+    keep = [i for i, rid in enumerate(ids) if rid in cluster]
+    if len(keep) < 2:
+        return None
+    xy = project_2d(vecs[keep])
+    c = np.array([cluster[ids[i]] for i in keep])
+    sampled = np.array([ids[i] in chosen for i in keep])
+    fig, ax = plt.subplots(figsize=(6.4, 5))
+    ax.scatter(xy[sampled, 0], xy[sampled, 1], c=c[sampled], cmap="tab20", s=28, label="sampled")
+    if (~sampled).any():
+        ax.scatter(xy[~sampled, 0], xy[~sampled, 1], c=c[~sampled], cmap="tab20", s=28, marker="x",
+                   label="not sampled")
+    ax.set_title(f"Instruction clusters (k={len(set(c.tolist()))}), PCA of embeddings")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, folder, "clusters.png")
 
 
 def _embeddings(out: Path, manifest: dict[str, Any]) -> tuple[list[str], Any] | None:

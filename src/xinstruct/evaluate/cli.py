@@ -66,6 +66,21 @@ INFER_FLAGS = {"questions": "questions", "lang": "lang", "question_lang": "quest
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_infer(sub)
+    e = sub.add_parser("eval", help="evaluate models: judge, benchmarks, metrics, fidelity, report",
+                       description="Evaluate models; every command writes OUT/result.json with its config, and "
+                                   "`xinstruct eval report DIR` tabulates and plots them.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EVAL)
+    es = e.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
+    _add_run(es)
+    _add_judge(es)
+    _add_fidelity(es)
+    _add_translate_questions(es)
+    _add_mc(es)
+    _add_report(es)
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("infer", help="answer a question set with any model (resumable, with provenance)",
                        description="Answer every question of a Vicuna-format question set with a model; writes "
                                    "OUT/answers.jsonl, rejects.jsonl and manifest.json.",
@@ -78,12 +93,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     i.set_defaults(func=cmd_infer)
 
-    e = sub.add_parser("eval", help="evaluate models: judge, benchmarks, metrics, fidelity, report",
-                       description="Evaluate models; every command writes OUT/result.json with its config, and "
-                                   "`xinstruct eval report DIR` tabulates and plots them.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EVAL)
-    es = e.add_subparsers(dest="eval_command", required=True, metavar="EVAL_COMMAND")
 
+def _add_run(es: argparse._SubParsersAction) -> None:
     r = es.add_parser("run", help="answer the question set and measure language fidelity (infer + fidelity)",
                       description="Answer a question set (default: the packaged one, 11 languages) with a model, "
                                   "write OUT/answers/ and OUT/fidelity/ (result.json), and, with --reference, judge "
@@ -96,6 +107,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     model_flags(r, "judge-", "the judge (default: the embedded model)")
     r.set_defaults(func=cmd_run)
 
+
+def _add_judge(es: argparse._SubParsersAction) -> None:
     j = es.add_parser("judge", help="pairwise LLM judge: candidate vs reference answers, both orders",
                       description="Judge each question's candidate answer against the reference answer in both "
                                   "orders; win/tie/loss per question, win rate (ties half), bootstrap CI and "
@@ -116,6 +129,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     j.set_defaults(func=cmd_judge)
 
+
+def _add_fidelity(es: argparse._SubParsersAction) -> None:
     f = es.add_parser("fidelity", help="share of answers written in the asked language (language-ID)",
                       description="Language-ID every answer and write the share in the asked language per "
                                   "language to OUT/result.json (default OUT: ANSWERS/fidelity).")
@@ -126,6 +141,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--label")
     f.set_defaults(func=cmd_fidelity)
 
+
+def _add_translate_questions(es: argparse._SubParsersAction) -> None:
     t = es.add_parser("translate-questions", help="translate a question set into other languages with any model",
                       description="Translate one language of a question set into others; writes OUT/LANG.jsonl "
                                   "(usable as --questions) and rejects.jsonl (failed, truncated, wrong language).")
@@ -138,6 +155,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache")
     t.set_defaults(func=cmd_translate_questions)
 
+
+def _add_mc(es: argparse._SubParsersAction) -> None:
     mc = es.add_parser("mc", help="multiple-choice benchmarks by log-likelihood (XCOPA, XNLI, XStoryCloze, PAWS-X)",
                        description="Score each choice by its log-likelihood under the model (lm-eval's prompts), "
                                    "zero- or few-shot; accuracy per language. Writes OUT/predictions.jsonl, "
@@ -182,13 +201,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--cache")
         g.set_defaults(func=cmd_task, kind="summarization" if kind == "summarize" else kind)
 
+
+def _add_report(es: argparse._SubParsersAction) -> None:
     rep = es.add_parser("report", help="tabulate and plot every result.json under DIR",
                         description="Write DIR/report.md, DIR/results.csv and DIR/plots/*.png from every "
                                     "result.json under DIR.")
     rep.add_argument("dir")
     rep.add_argument("--out", help="where to write (default: DIR)")
     rep.set_defaults(func=cmd_report)
-
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from xinstruct.config import load_config
