@@ -307,7 +307,8 @@ def write_outputs(run: CurateRun, input_info: dict[str, Any], models: list[Any],
         "counts": counts,
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
         "stages": stage_info,
-        "selection": _selection_counts(run._selection.info if run._selection else {}, tally),
+        "selection": _selection_counts(run._selection.info if run._selection else {}, tally,
+                                       run.stages.decisions),
         "seconds": round(seconds, 2),
     }
     with atomic_write(out / "manifest.json") as f:
@@ -556,12 +557,16 @@ def selection_evidence(pool: ModelPool, cfg: CurateConfig, langs: Sequence[str],
     Selection.setup(cfg, pool, langs, work, out)
 
 
-def _selection_counts(selection: dict[str, Any], tally: _RejectTally) -> dict[str, Any]:
-    """The selection info with how many pairs each selector removed."""
+def _selection_counts(selection: dict[str, Any], tally: _RejectTally, decisions: dict[str, tuple[str, ...]],
+                      ) -> dict[str, Any]:
+    """The selection info with how many pairs each selector removed: the rejects each stage's step counts as its
+    decisions (`Step.decisions`), by the stage that wrote them."""
     if not selection:
         return {}
-    reasons, by_source = tally.reasons, tally.by_source
-    return {**selection, "removed": {"judge": reasons["refine/low_score"] + reasons["refine/below_threshold"],
-                                     "relevance": reasons["relevance/not_relevant"],
-                                     "relevance_before_refinement": by_source["relevance-pre/not_relevant"],
-                                     "relevance_after_refinement": by_source["relevance-post/not_relevant"]}}
+
+    def removed(stage: str) -> int:
+        return sum(tally.by_source[f"{stage}/{reason}"] for reason in decisions.get(stage, ()))
+
+    pre, post = removed("relevance-pre"), removed("relevance-post")
+    return {**selection, "removed": {"judge": removed("refine"), "relevance": pre + post,
+                                     "relevance_before_refinement": pre, "relevance_after_refinement": post}}

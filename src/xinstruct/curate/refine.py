@@ -29,6 +29,7 @@ from xinstruct.parsers import Label, ParseError, load_template_with_parser
 from xinstruct.records import Provenance, Record, Reject, stable_hash
 
 STAGE = "refine"
+LOW_SCORE, BELOW_THRESHOLD = "low_score", "below_threshold"  # the judge's decisions (the other rejects: failures)
 REFINE_FORMAT = "1"  # bump when the stage's output for the same input and settings changes
 MODES = ("instruction", "response", "both")
 
@@ -225,6 +226,7 @@ class Refiner(Step):
     engine where it runs."""
 
     name = role = STAGE
+    decisions = (LOW_SCORE, BELOW_THRESHOLD)
 
     def __init__(self, cfg: RefineConfig, llm: LLM | None = None, decides: bool = True):
         """`decides=False`: the judge labels and refines as usual, but its low scores reject nothing (another
@@ -371,10 +373,10 @@ class Refiner(Step):
                 if verdict == "keep" or (not self.decides and (verdict == "drop" or iteration == c.iterations)):
                     kept.append(rec)
                 elif verdict == "drop":
-                    rejects.append(Reject.of(rec, STAGE, "low_score", f"{where}: scored {v.label.score} "
+                    rejects.append(Reject.of(rec, STAGE, LOW_SCORE, f"{where}: scored {v.label.score} "
                                              f"(<= {c.drop_at}) in round {iteration}: {v.label.reason}"))
                 elif iteration == c.iterations:
-                    rejects.append(Reject.of(rec, STAGE, "below_threshold", f"{where}: still scored {v.label.score} "
+                    rejects.append(Reject.of(rec, STAGE, BELOW_THRESHOLD, f"{where}: still scored {v.label.score} "
                                              f"(< {c.keep_at}) after {c.iterations} refinements: {v.label.reason}"))
                 else:
                     to_refine.append(rec)

@@ -35,6 +35,7 @@ from xinstruct.records import Record, Reject, stable_hash
 log = logging.getLogger(__name__)
 
 STAGE = "relevance"
+NOT_RELEVANT = "not_relevant"
 RELEVANCE_FORMAT = "2"  # bump when the gate's output for the same input and settings changes
 LAYOUTS = ("auto", "plain", "chat")
 # The plain layout, for base models: the same frame with the pair's instruction and with a generic one. Both name
@@ -207,6 +208,7 @@ class RelevanceGate(Step):
     (before or after refinement); `layout` the scorer's, as its probe resolved it."""
 
     role = STAGE
+    decisions = (NOT_RELEVANT,)
 
     def __init__(self, cfg: RelevanceConfig, threshold: float, decides: bool, phase: str, layout: str | None = None,
                  llm: LLM | None = None):
@@ -255,7 +257,7 @@ class RelevanceGate(Step):
                      "layout": self.scorer.layout, "model": self.scorer.llm.model_id, "decides": self.decides}
             rec.scores.append(entry)
             if self.decides and g.value < self.threshold:
-                rejects.append(Reject.of(rec, STAGE, "not_relevant", f"pair {rec.id} ({rec.source}) {when}: the "
+                rejects.append(Reject.of(rec, STAGE, NOT_RELEVANT, f"pair {rec.id} ({rec.source}) {when}: the "
                                          f"response gains {g.value:.4f} nats/token from its instruction over a "
                                          f"generic one ({g.with_instruction:.4f} against {g.without_instruction:.4f}, "
                                          f"{g.tokens} tokens), below the threshold {self.threshold:.4f}"))

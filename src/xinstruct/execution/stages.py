@@ -44,11 +44,13 @@ class StageRunner:
         self.rejects: list[tuple[str, RejectSource]] = []  # (stage, its rejects), in stage order
         self.info: dict[str, Any] = {}
         self.prompts: dict[str, Any] = {}
+        self.decisions: dict[str, tuple[str, ...]] = {}  # stage -> the reasons its step rejects by decision
 
     def run(self, step: Step, records: Iterable[Any], n: int | None = None) -> Iterable[Any]:
         """`step` over `records` (`n` of them: their `len` where not given); returns what it kept."""
         if n is None:
             n = len(records)  # type: ignore[arg-type]
+        self.decisions[step.name] = step.decisions
         if step.prompts() is not None:
             self.prompts[step.name] = step.prompts()
         if step.is_global:

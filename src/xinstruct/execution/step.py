@@ -34,6 +34,7 @@ class Step:
     name = ""
     role: str | None = None
     is_global = False
+    decisions: tuple[str, ...] = ()  # the reject reasons that are the step's selection decisions (not failures)
 
     def __init__(self, llm: LLM | None = None):
         """`llm`: an engine to use as it is (tests, or an engine built elsewhere) instead of one from a pool."""
