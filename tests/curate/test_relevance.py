@@ -85,3 +85,25 @@ def test_scores_are_cached_and_unsupported_backends_say_so(tmp_path):
     assert RelevanceScorer(RelevanceConfig(), Plain()).probe() is not None
     with pytest.raises(ScoringUnsupported):
         Plain().token_logprobs([("a", "b")])
+
+
+def test_the_manifest_counts_what_each_selector_removed_by_the_stage_that_removed_it():
+    """A failure (an unreadable answer, a rewrite too short) is no selector's decision; the gate's rejects count
+    before or after refinement by the stage that wrote them, whatever their text says."""
+    from xinstruct.curate.job import _RejectTally, _selection_counts
+    from xinstruct.curate.refine import Refiner
+    from xinstruct.records import Reject
+
+    r = rec("a", "How is ugali cooked?", "ugali hupikwa")
+
+    def rejects(stage, *reasons):
+        return lambda: [Reject.of(r, stage, reason, "after refinement") for reason in reasons]
+
+    tally = _RejectTally()
+    list(tally.rejects([("relevance-pre", rejects("relevance", "not_relevant", "llm_error")),
+                        ("refine", rejects("refine", "low_score", "below_threshold", "refine_too_short")),
+                        ("relevance-post", rejects("relevance", "not_relevant"))]))
+    decisions = {"relevance-pre": RelevanceGate.decisions, "refine": Refiner.decisions,
+                 "relevance-post": RelevanceGate.decisions}
+    removed = _selection_counts({"decide": "auto"}, tally, decisions)["removed"]
+    assert removed == {"judge": 2, "relevance": 2, "relevance_before_refinement": 1, "relevance_after_refinement": 1}
