@@ -198,3 +198,10 @@ def test_prompt_over_the_context_window_is_a_reject_not_a_crash():
     small.close()
     assert not kept
     assert rejects[0].reason == "llm_error" and "huge" in rejects[0].detail
+
+
+def test_the_generator_resolves_its_settings_on_a_copy_of_the_callers_config():
+    cfg = GenerateConfig()
+    gen = InstructionGenerator(cfg, llm=object())
+    assert (cfg.num_shots, cfg.candidates) == (None, None)  # as given
+    assert (gen.cfg.num_shots, gen.cfg.candidates) == (2, 1)  # few-shot prompting of a model with no backward meta

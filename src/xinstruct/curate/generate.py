@@ -12,7 +12,7 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xinstruct.config import to_dict
 from xinstruct.curate.seeds import Seed, load_seeds
@@ -174,12 +174,11 @@ class InstructionGenerator(Step):
             raise ValueError(f"generate.candidates must be >= 1, not {cfg.candidates}")
         cfg.backward.validate()
         backward = read_backward_meta(cfg.model.model, cfg.model.base_url)
-        if cfg.num_shots is None:
-            cfg.num_shots = 0 if backward is not None else 2
-        if cfg.candidates is None:
-            cfg.candidates = BACKWARD_CANDIDATES if backward is not None else 1
-        if cfg.text_max_tokens is None and backward is not None:
-            cfg.text_max_tokens = backward.get("text_max_tokens")
+        # the settings left to the generator, resolved on a copy (the caller's config stays as it was given)
+        cfg = replace(cfg, num_shots=cfg.num_shots if cfg.num_shots is not None else 0 if backward is not None else 2,
+                      candidates=cfg.candidates or (BACKWARD_CANDIDATES if backward is not None else 1),
+                      text_max_tokens=cfg.text_max_tokens if cfg.text_max_tokens is not None or backward is None
+                      else backward.get("text_max_tokens"))
         self.cfg = cfg
         self.template: PromptTemplate
         self.template, self.parse = load_template_with_parser(cfg.template)
