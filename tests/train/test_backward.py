@@ -38,8 +38,12 @@ def test_trained_backward_model_is_prompted_zero_shot_by_the_generation_stage(ti
     assert m["examples"] == 100  # 10 packaged seed pairs in each of the ten paper languages
     merged = tmp_path / "bw" / "merged"
     gen = InstructionGenerator(GenerateConfig(model=ModelConfig(model=str(merged), backend="transformers")))
-    assert gen.cfg.num_shots == 0
+    assert gen.cfg.num_shots == 0 and not gen.bound  # building a step loads no model
     rec = Record(id="d1", doc_id="d1", lang="ta", text="தமிழ் ஒரு மொழி.")
-    assert [m["role"] for m in gen.request(rec).messages] == ["system", "user"]
+    with pytest.raises(RuntimeError, match="has no engine"):
+        gen.request(rec)  # the prompt is fitted to the model's window: it needs the engine, and says so
+    assert [m["role"] for m in gen.load().request(rec).messages] == ["system", "user"]
+    gen.close()
+    assert not gen.bound
     # an instruct model keeps its few-shot default
     assert InstructionGenerator(GenerateConfig()).cfg.num_shots == 2

@@ -379,7 +379,3 @@ class InstructionGenerator(Step):
         extra = {"shot_set": shot_set} if shot_set is not None else {}
         return Provenance.of_call(self.llm, self.template, req.params, raw, num_shots=self.cfg.num_shots,
                                   shot_selection=self.cfg.shot_selection, **extra)
-
-    def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()

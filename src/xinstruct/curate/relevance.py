@@ -216,6 +216,7 @@ class RelevanceGate(Step):
         self.cfg, self.threshold, self.decides, self.phase = cfg, float(threshold), decides, phase
         self._layout = layout
         self.name = f"{STAGE}-{phase}"
+        self.scorer: RelevanceScorer | None = None  # built over the engine when the step gets one
         super().__init__(llm)
 
     def model_config(self) -> ModelConfig:
@@ -234,9 +235,11 @@ class RelevanceGate(Step):
         return self.cfg.batch_size
 
     def __call__(self, batch: Sequence[Record]) -> tuple[list[Record], list[Reject]]:
-        _ = self.llm  # a step no executor bound loads its model (and builds its scorer) here
+        scorer = self.scorer
+        if scorer is None:
+            raise RuntimeError(f"step {self.name!r} has no engine: bind it to a model pool or load() it first")
         options = [_candidates(rec) for rec in batch]
-        flat = self.scorer.gains([(ins, r.response or r.text, r.lang) for r, opts in zip(batch, options, strict=True)
+        flat = scorer.gains([(ins, r.response or r.text, r.lang) for r, opts in zip(batch, options, strict=True)
                                   for ins in opts])
         gains: list[Gain] = []
         at = 0
@@ -254,7 +257,7 @@ class RelevanceGate(Step):
         when = "before refinement" if self.phase == "pre" else "after refinement"
         for rec, g in zip(batch, gains, strict=True):
             entry = {"method": "relevance", "phase": self.phase, **g.to_dict(), "threshold": self.threshold,
-                     "layout": self.scorer.layout, "model": self.scorer.llm.model_id, "decides": self.decides}
+                     "layout": scorer.layout, "model": scorer.llm.model_id, "decides": self.decides}
             rec.scores.append(entry)
             if self.decides and g.value < self.threshold:
                 rejects.append(Reject.of(rec, STAGE, NOT_RELEVANT, f"pair {rec.id} ({rec.source}) {when}: the "

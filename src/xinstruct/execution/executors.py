@@ -52,12 +52,21 @@ class LocalExecutor:
     def run(self, step: Step | StepFn, key: str, items: Iterable[Any], n_items: int, batch_size: int | None,
             cfg: Any, work: Path, shard_size: int | None = None, name: str | None = None,
             ) -> tuple[Path, StageStats]:
-        if isinstance(step, Step) and not step.bound and self.pool is not None:
-            step.bind(self.pool)
-        folder, stats = run_sharded(name or step_name(step), key, items, n_items, step, batch_size, cfg, work,
-                                    shard_size)
-        if isinstance(step, Step):
-            stats.llm = step.llm_stats()
+        loaded = False
+        if isinstance(step, Step) and not step.bound:
+            if self.pool is not None:
+                step.bind(self.pool)
+            else:
+                step.load()
+                loaded = True
+        try:
+            folder, stats = run_sharded(name or step_name(step), key, items, n_items, step, batch_size, cfg, work,
+                                        shard_size)
+            if isinstance(step, Step):
+                stats.llm = step.llm_stats()
+        finally:
+            if loaded:
+                step.close()  # type: ignore[union-attr]
         return folder, stats
 
     def run_global(self, step: Step, items: list[Any]) -> tuple[list[Any], list[Any]]:

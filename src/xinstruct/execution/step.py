@@ -83,17 +83,32 @@ class Step:
     def bound(self) -> bool:
         return self._llm is not None
 
-    @property
-    def llm(self) -> LLM:
-        """The bound engine; a step never bound loads its model here, without a request cache."""
+    def load(self) -> Step:
+        """Load the step's model here, without a pool or a request cache (a step that no executor binds, e.g. in a
+        script); `close` frees it. A bound step keeps its engine."""
         if self._llm is None:
             cfg = self.model_config()
             if cfg is None:
-                raise RuntimeError(f"step {self.name!r} runs no model")
+                return self
             from xinstruct.llm import load_llm
 
-            self._llm = load_llm(cfg)
+            self._llm = self._owned = load_llm(cfg)
             self.on_bind()
+        return self
+
+    def close(self) -> None:
+        """Free the engine `load` loaded (a pool's engines are the pool's to close)."""
+        owned = self.__dict__.pop("_owned", None)
+        if owned is not None:
+            owned.close()
+            self._llm = None
+
+    @property
+    def llm(self) -> LLM:
+        """The engine: bound by an executor (`bind`) or loaded by `load`; reading it never loads a model."""
+        if self._llm is None:
+            raise RuntimeError(f"step {self.name!r} has no engine: an executor binds it to a model pool, or "
+                               "step.load() loads its model here")
         return self._llm
 
     def llm_stats(self) -> dict[str, Any]:
@@ -105,8 +120,9 @@ class Step:
         """Pickled without its engine (and what was built on it): the process that runs it binds its own."""
         state = dict(self.__dict__)
         state["_llm"] = None
+        state.pop("_owned", None)
         for name in self.engine_attributes():
-            state.pop(name, None)
+            state[name] = None  # rebuilt by on_bind where the step gets its engine
         return state
 
     def engine_attributes(self) -> Sequence[str]:
