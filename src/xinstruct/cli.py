@@ -38,7 +38,7 @@ examples:
   xinstruct diversify --input runs/sw-ref --per-lang 1000 --out runs/sw   # cluster and sample
 """
 
-STAGE_HELP = {
+CURATE_COMMANDS = {
     "curate": ("build the final cross-lingual instruction dataset from a native-language corpus",
                "Prepare a corpus (clean, language-ID, dedup, chunk), generate the English instruction each native "
                "text answers, label and refine the pairs with a judge, drop pairs overlapping evaluation sets, and "
@@ -57,13 +57,13 @@ STAGE_HELP = {
 }
 
 
-def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def _curate_parser(sub: argparse._SubParsersAction, name: str) -> None:
     from xinstruct.curate.config import CurateConfig
     from xinstruct.curate.generate import BACKWARD_CANDIDATES
 
     defaults = CurateConfig()
 
-    short, desc, stages = STAGE_HELP[name]
+    short, desc, commands = CURATE_COMMANDS[name]
     p = sub.add_parser(name, help=short, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=EPILOG_CURATE if name == "curate" else EPILOG_STAGE)
     p.add_argument("--config", help="YAML recipe; flags below override it")
@@ -72,7 +72,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
                                    "records file or a run folder")
     setting_flag(p, "--out", "out", defaults, "output folder")
     p.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
-    if "generate" in stages:
+    if "generate" in commands:
         p.add_argument("--lang", help="target language code(s), comma-separated, or 'all' (default: all)")
         p.add_argument("--seeds", help="seed pairs: JSONL with instruction/response[/lang], or a folder of LANG.jsonl")
         p.add_argument("--num-shots", type=int, help="few-shot seed pairs per prompt: prompt --model with seed pairs "
@@ -81,14 +81,14 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
                        f"one the text gains most from (default {BACKWARD_CANDIDATES} for a backward model, 1 with "
                        "--num-shots)")
         p.add_argument("--limit", type=int, help="read only the first N documents")
-    if "generate" in stages or "refine" in stages:
+    if "generate" in commands or "refine" in commands:
         model_flags(p, what="the model of all LLM stages",
                     threads="llama.cpp decode threads (default: 1 on <= 2 cores)",
                     model_help="'embedded' (SmolLM2-135M-Instruct GGUF), a .gguf file, a local checkpoint folder, or "
                     "the served model name with --base-url (all LLM stages)")
-    if "generate" in stages or "refine" in stages:
+    if "generate" in commands or "refine" in commands:
         executor_flags(p)
-    if "refine" in stages:
+    if "refine" in commands:
         model_flags(p, "judge-", "the judge/rewriter", model_help="the judge/rewriter model, if not --model",
                     threads=False)
         setting_flag(p, "--iterations", "refine.iterations", defaults, "refinement rounds", type=int)
@@ -106,7 +106,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--no-selfcheck", action="store_true", help="skip the self-check of the selectors")
         p.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                        help="drop pairs sharing an n-gram with this evaluation file or folder (repeatable)")
-    if "diversify" in stages:
+    if "diversify" in commands:
         p.add_argument("--per-lang", type=int, help="pairs to sample per language (default: all)")
         p.add_argument("--clusters", type=int, help="k-means clusters (default: about sqrt(n/2))")
         setting_flag(p, "--strategy", "diversify.strategy", defaults, "how each language's pairs are sampled across "
@@ -117,7 +117,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="any setting by its dotted path, e.g. refine.keep_at=5 (repeatable)")
     p.add_argument("--no-report", action="store_true", help="skip the report, plots and dataset card")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_run, stages=stages)
+    p.set_defaults(func=cmd_run, commands=commands)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_report:
         overrides.append("report=false")
     cfg = load_recipe(args.config, overrides)
-    if "generate" in args.stages:
+    if "generate" in args.commands:
         from xinstruct.train.backward import backward_summary, use_backward_model
 
         if cfg.input and not Path(cfg.input).exists():  # before minutes of training, not after
@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         generator = use_backward_model(cfg.generate, progress=cfg.progress)
         if generator is not None:
             print(backward_summary(generator), file=sys.stderr)
-    m = run_pipeline(cfg, args.stages)
+    m = run_pipeline(cfg, args.commands)
     c = m["counts"]
     start = (f"read {c['documents_read']} documents ({c['documents_rejected']} rejected) -> {c['chunks']} chunks"
              if "documents_read" in c else f"read {c['records_read']} records")
@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xinstruct {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in STAGE_HELP:
-        _stage_parser(sub, name)
+    for name in CURATE_COMMANDS:
+        _curate_parser(sub, name)
     r = sub.add_parser("report", help="write the report, plots and dataset card of a run folder",
                        description="Write DIR/report.md, report.json, plots/*.png and README.md (the dataset card) "
                                    "from what a run wrote.")

@@ -110,7 +110,9 @@ def run_prepare(cfg: CurateConfig, src: Path, work: Path) -> tuple[Path, dict[st
     return folder, stats, StageStats(seconds=time.perf_counter() - t0)
 
 
-STAGES = ("generate", "refine", "diversify")
+# The commands of the curate job (`xinstruct generate`, `refine`, `diversify`; `curate` runs all three): each runs
+# the stages of PIPELINE that name it.
+COMMANDS = ("generate", "refine", "diversify")
 
 
 class Decontamination(Step):
@@ -251,9 +253,9 @@ PIPELINE = (
 )
 
 
-def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | None = None,
+def run_pipeline(cfg: CurateConfig, commands: Sequence[str] = COMMANDS, llm: LLM | None = None,
                  models: dict[str, LLM] | None = None) -> dict[str, Any]:
-    """Run (or resume) `stages` of the curate job described by `cfg`; returns the manifest.
+    """Run (or resume) the stages of `commands` of the curate job described by `cfg`; returns the manifest.
 
     With "generate", the input is a corpus (prepared first); otherwise it is a records file or a
     run folder, and the stages run on its pairs. `llm` replaces every model of the run; `models`
@@ -263,16 +265,16 @@ def run_pipeline(cfg: CurateConfig, stages: Sequence[str] = STAGES, llm: LLM | N
     them at the end, so memory does not grow with the corpus (diversification, which clusters all
     instructions at once, holds the records it samples from).
     """
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    unknown = [c for c in commands if c not in COMMANDS]
+    if unknown or not commands:
+        raise ValueError(f"unknown command(s) {unknown}; the curate commands are {', '.join(COMMANDS)}")
     t_start = time.perf_counter()
     pool = ModelPool.open(cfg.cache, Path(cfg.out), llm, models)
-    run = CurateRun(cfg, stages, pool, make_executor(cfg.executor, pool))
+    run = CurateRun(cfg, commands, pool, make_executor(cfg.executor, pool))
     try:
         input_info = run.read_input()
         for entry in PIPELINE:
-            if entry.command is None or entry.command in stages:
+            if entry.command is None or entry.command in commands:
                 run.apply(entry)
     finally:
         pool.close()
@@ -363,7 +365,7 @@ class _RejectTally:
 
 def run_curate(cfg: CurateConfig, llm: LLM | None = None) -> dict[str, Any]:
     """The whole job: prepare -> generate -> label/refine -> (decontaminate) -> diversify."""
-    return run_pipeline(cfg, STAGES, llm)
+    return run_pipeline(cfg, COMMANDS, llm)
 
 
 class Diversify(Step):

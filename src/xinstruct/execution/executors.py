@@ -1,5 +1,5 @@
-"""Executors: what runs a stage's steps over its shards. The local one runs them in this process (today's shard
-runner, the step bound to the run's model pool); the Ray one ships them to Ray Data actors
+"""Executors: what runs a stage's steps over its shards. The local one runs them in this process (the shard runner
+of `shards`, the step bound to the run's model pool); the Ray one ships them to Ray Data actors
 (`xinstruct.execution.ray_data`). Both write the same shard files, so a stage's output does not depend on which
 one ran it, and either resumes what the other began.
 """
