@@ -41,14 +41,13 @@ def test_backend_resolution():
 @pytest.mark.parametrize("fast", [True, False])
 def test_batch_stages_take_transformers_where_it_decodes_batches_faster(monkeypatch, fast):
     from xinstruct.curate.config import CurateConfig
-    from xinstruct.execution.shards import SHARD_SIZES
-    from xinstruct.llm import ModelConfig, hf
+    from xinstruct.llm import ModelConfig, hf, spec
 
     monkeypatch.setattr(hf, "batches_faster_than_llamacpp", lambda: fast)
     want = "transformers" if fast else "llama.cpp"
     assert ModelConfig().for_batches().resolved_backend() == want
     assert ModelConfig(model="/m/a.gguf").for_batches().resolved_backend() == want
-    assert CurateConfig().effective_shard_size() == SHARD_SIZES[want]
+    assert CurateConfig().effective_shard_size() == spec(want).shard_size
     # An explicit backend, llama.cpp settings, a server or the scoring model stay as they are.
     assert ModelConfig(backend="llama.cpp").for_batches().resolved_backend() == "llama.cpp"
     assert ModelConfig(options={"n_threads": 2}).for_batches().resolved_backend() == "llama.cpp"

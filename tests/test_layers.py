@@ -199,3 +199,28 @@ def test_the_walk_finds_an_upward_import_hidden_inside_a_function(tmp_path):
 def test_the_walk_finds_a_cycle_through_a_function_level_import(tmp_path, files, cycle):
     g = graph(_package(tmp_path, {"__init__.py": "", **files}))
     assert cycles(g) == ([cycle] if cycle else [])
+
+
+def test_no_module_but_a_backends_own_and_the_registry_branches_on_a_backends_name():
+    """What differs between backends (shard and batch sizes, scoring options, Ray resources, how the engine is
+    built) lives in each backend's `SPEC` (`xinstruct.llm.backends`): a backend's name compared, or used as a key,
+    anywhere else is knowledge in a second place."""
+    from xinstruct.llm import BACKENDS
+
+    own = {"xinstruct.llm", "xinstruct.llm.backends", "xinstruct.llm.llamacpp", "xinstruct.llm.hf",
+           "xinstruct.llm.vllm", "xinstruct.llm.openai_compat"}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if module_name(path) in own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                values = [node.left, *node.comparators]
+            elif isinstance(node, ast.Dict):
+                values = [k for k in node.keys if k is not None]
+            else:
+                continue
+            names = {c.value for v in values for c in ast.walk(v) if isinstance(c, ast.Constant)}
+            if names & set(BACKENDS):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not found, found

@@ -66,7 +66,9 @@ class RefineConfig:
     def effective_batch_size(self) -> int | None:
         if self.batch_size is not None:
             return self.batch_size
-        return {"llama.cpp": 1, "transformers": 64}.get(self.model.resolved_backend())
+        from xinstruct.llm.backends import spec
+
+        return spec(self.model.resolved_backend()).judge_batch
 
     def validate(self) -> None:
         if self.mode not in MODES:

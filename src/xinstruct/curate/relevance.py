@@ -76,13 +76,11 @@ class RelevanceConfig:
             raise ValueError("relevance.max_response_tokens and relevance.batch_size must be >= 1")
 
     def scorer_model(self) -> ModelConfig:
-        """The model config as loaded for scoring: llama.cpp needs every position's logits, and a short
-        context is enough for an instruction and a cut response (the logits buffer is n_ctx x vocabulary)."""
-        options = dict(self.model.options)
-        if self.model.resolved_backend() == "llama.cpp":
-            options.setdefault("logits_all", True)
-            options.setdefault("n_ctx", 1024)
-            options.setdefault("score_threads", 0)  # every core: the gate's scoring is most of a run's time
+        """The model config as loaded for scoring: the backend's gate options (its spec's `gate_options`), under
+        the user's."""
+        from xinstruct.llm.backends import spec
+
+        options = {**spec(self.model.resolved_backend()).gate_options, **self.model.options}
         return ModelConfig(model=self.model.model, backend=self.model.backend, base_url=self.model.base_url,
                            options=options)
 

@@ -73,10 +73,11 @@ def task_yaml(task: str, lang: str, name: str, data: Path, fewshot: Path | None,
 
 def hf_folder(model: ModelConfig) -> Path:
     """The transformers folder lm-eval loads: the model's, or a GGUF's dequantised copy."""
+    from xinstruct.llm import spec
     from xinstruct.llm.embedded import EMBEDDED_LLM, smollm2_gguf
     from xinstruct.llm.hf import dequantized_gguf
 
-    if model.base_url or model.resolved_backend() == "vllm":
+    if model.base_url or not spec(model.resolved_backend()).runs_gguf:
         raise ValueError("engine 'lm-eval' runs a local model with transformers: give a checkpoint folder or a .gguf")
     path = smollm2_gguf() if model.model == EMBEDDED_LLM else Path(model.model)
     if not path.exists():

@@ -433,14 +433,11 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], di
 # ---------------------------------------------------------------- the run
 
 def _load_model(cfg: ModelConfig) -> tuple[LLM, ModelConfig]:
-    """llama.cpp needs every position's logits; transformers scores in float32 unless told otherwise
-    (xinstruct's "auto" is bf16 on CPU, which flips close choices)."""
-    backend = cfg.resolved_backend()
-    options = dict(cfg.options)
-    if backend == "llama.cpp":
-        options.setdefault("logits_all", True)
-    if backend == "transformers":
-        options.setdefault("dtype", "float32")
+    """The model with its backend's options for exact scoring (its spec's `exact_scoring_options`: every
+    position's logits on llama.cpp, float32 on transformers), under the user's."""
+    from xinstruct.llm.backends import spec
+
+    options = {**spec(cfg.resolved_backend()).exact_scoring_options, **cfg.options}
     cfg = dataclasses.replace(cfg, options=options)
     return load_llm(cfg), cfg
 

@@ -100,17 +100,9 @@ class StageLLM(LLM):
         given = self._pool.given(self._role)
         if given is not None:
             return given.max_batch
-        backend = self._cfg.resolved_backend()
-        if backend == "openai":
-            from xinstruct.llm.openai_compat import resolve_max_in_flight
+        from xinstruct.llm.backends import spec
 
-            o = self._cfg.options
-            return resolve_max_in_flight(o.get("max_in_flight"), o.get("concurrency"))
-        if backend == "vllm":
-            from xinstruct.llm.vllm import VLLMLLM
-
-            return VLLMLLM.max_batch
-        return None
+        return spec(self._cfg.resolved_backend()).max_batch(self._cfg.options)
 
     def _get(self) -> CachedLLM:
         with self._lock:

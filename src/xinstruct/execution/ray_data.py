@@ -38,8 +38,6 @@ from xinstruct.llm.cache import ShardCache
 
 log = logging.getLogger(__name__)
 
-SERVER_BACKENDS = ("openai",)
-GPU_BACKENDS = ("transformers", "vllm")
 
 
 def input_path(folder: Path, i: int) -> Path:
@@ -59,11 +57,14 @@ class ActorPlan:
 
 def plan_actors(cfg: ExecutorConfig, backend: str | None, n_shards: int, cluster: dict[str, float]) -> ActorPlan:
     """How many actors, and the CPUs and GPUs of each, for a stage on `backend` with `n_shards` to run."""
+    from xinstruct.llm.backends import spec
+
     cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
-    if backend in SERVER_BACKENDS:
+    kind = spec(backend) if backend is not None else None
+    if kind is not None and kind.server:
         num_cpus, num_gpus = cfg.cpus_per_actor if cfg.cpus_per_actor is not None else 0.25, 0.0
         default = 4
-    elif backend in GPU_BACKENDS and (cfg.gpus_per_actor or gpus >= 1):
+    elif kind is not None and kind.gpu and (cfg.gpus_per_actor or gpus >= 1):
         num_gpus = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else 1.0
         num_cpus = cfg.cpus_per_actor if cfg.cpus_per_actor is not None else 1.0
         default = max(1, int(gpus // num_gpus)) if num_gpus else 1

@@ -19,14 +19,12 @@ from tqdm.auto import tqdm
 from xinstruct.io import atomic_write, dumps
 from xinstruct.records import Record, Reject
 
-# Records per resumable shard where a run does not set it, by the backend that does the work: large for servers
-# and vLLM (kept full by hundreds of requests in flight), smaller for in-process CPU engines (less work lost to a
-# kill).
-SHARD_SIZES = {"openai": 1024, "vllm": 4096, "transformers": 256, "llama.cpp": 32}
-
 
 def shard_size_for(backend: str) -> int:
-    return SHARD_SIZES.get(backend, 32)
+    """Records per resumable shard where a run does not set it: the spec of the backend that does the work."""
+    from xinstruct.llm.backends import spec
+
+    return spec(backend).shard_size
 
 
 @dataclass

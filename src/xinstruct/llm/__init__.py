@@ -16,16 +16,17 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from xinstruct.llm.backends import MODULES, BackendSpec, spec
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, Message, ScoringUnsupported
 from xinstruct.llm.cache import CachedLLM, RequestCache
 from xinstruct.llm.embedded import EMBEDDED_LLM, EMBEDDED_SCORER, gemma3_gguf, smollm2_gguf
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("llama.cpp", "transformers", "vllm", "openai")
+BACKENDS = tuple(MODULES)
 
-__all__ = ["LLM", "BACKENDS", "CachedLLM", "ChatRequest", "Generation", "GenerationParams", "LLMError",
-           "Message", "ModelConfig", "RequestCache", "ScoringUnsupported", "load_llm"]
+__all__ = ["LLM", "BACKENDS", "BackendSpec", "CachedLLM", "ChatRequest", "Generation", "GenerationParams", "LLMError",
+           "Message", "ModelConfig", "RequestCache", "ScoringUnsupported", "load_llm", "spec"]
 
 
 @dataclass
@@ -74,26 +75,10 @@ class ModelConfig:
 
 
 def load_llm(cfg: ModelConfig) -> LLM:
-    backend = cfg.resolved_backend()
+    backend = spec(cfg.resolved_backend())
     model = cfg.model
-    if model == EMBEDDED_LLM and backend != "openai":
+    if model == EMBEDDED_LLM and not backend.server:
         model = str(smollm2_gguf())
-    elif model == EMBEDDED_SCORER and backend != "openai":
+    elif model == EMBEDDED_SCORER and not backend.server:
         model = str(gemma3_gguf())
-    if backend == "llama.cpp":
-        from xinstruct.llm.llamacpp import LlamaCppLLM
-
-        return LlamaCppLLM(model, **cfg.options)
-    if backend == "transformers":
-        from xinstruct.llm.hf import TransformersLLM
-
-        return TransformersLLM(model, **cfg.options)
-    if backend == "vllm":
-        from xinstruct.llm.vllm import VLLMLLM
-
-        return VLLMLLM(model, **cfg.options)
-    from xinstruct.llm.openai_compat import OpenAICompatLLM
-
-    if not cfg.base_url:
-        raise ValueError("the openai backend needs a base_url (e.g. http://127.0.0.1:8000/v1)")
-    return OpenAICompatLLM(cfg.base_url, model, **cfg.options)
+    return backend.load(model, cfg)

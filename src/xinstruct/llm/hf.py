@@ -16,9 +16,11 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from xinstruct.llm.artifacts import weights_fingerprint
+from xinstruct.llm.backends import BackendSpec
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams, LLMError, cut_at_stop, json_prefix
 from xinstruct.llm.embedded import cache_dir
 from xinstruct.llm.hf_decode import forward
@@ -507,3 +509,9 @@ class TransformersLLM(LLM):
         stopped = any(s in "".join(raw) for s in p.stop)
         return Generation(text="".join(out), finish_reason="stop" if stopped or n < len(ids) else "length",
                           prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=n)
+
+
+SPEC = BackendSpec(
+    "transformers", load=lambda model, cfg: TransformersLLM(model, **cfg.options), shard_size=256, judge_batch=64,
+    # float32 for exact scores: "auto" is bf16 on CPUs that compute it natively, which flips close choices
+    exact_scoring_options=MappingProxyType({"dtype": "float32"}), gpu=True, runs_gguf=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from xinstruct.llm import EMBEDDED_LLM, ModelConfig
+from xinstruct.llm import EMBEDDED_LLM, ModelConfig, spec
 from xinstruct.llm.artifacts import file_fingerprint, weights_fingerprint
 
 
@@ -15,7 +15,7 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
     recorded weights hash (or file stats) for checkpoint folders, the URL and name for servers."""
     backend = cfg.resolved_backend()
     ident: dict[str, Any] = {"model": cfg.model, "backend": backend, "options": cfg.options}
-    if backend == "openai":
+    if spec(backend).server:
         ident["base_url"] = cfg.base_url
         return ident
     path = Path(cfg.model)

@@ -11,9 +11,11 @@ import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from xinstruct.llm.artifacts import file_fingerprint
+from xinstruct.llm.backends import BackendSpec
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError, ScoringUnsupported
 from xinstruct.llm.hf import encode_pair, model_window
 
@@ -306,3 +308,11 @@ def run_server(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     run_server()
+
+
+SPEC = BackendSpec(
+    "llama.cpp", load=lambda model, cfg: LlamaCppLLM(model, **cfg.options), shard_size=32, judge_batch=1,
+    # every position's logits, a short context (the logits buffer is n_ctx x vocabulary: an instruction and a cut
+    # response fit), and every core: the gate's scoring is most of a run's time
+    gate_options=MappingProxyType({"logits_all": True, "n_ctx": 1024, "score_threads": 0}),
+    exact_scoring_options=MappingProxyType({"logits_all": True}), runs_gguf=True)

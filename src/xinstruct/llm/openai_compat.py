@@ -28,16 +28,20 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import httpx
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from xinstruct.llm.backends import BackendSpec
 from xinstruct.llm.base import LLM, ChatRequest, Generation, LLMError, ScoringUnsupported
 from xinstruct.llm.cache import ReadyFn, ready_callback
 from xinstruct.llm.hf import split_pair
+
+if TYPE_CHECKING:
+    from xinstruct.llm import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -389,3 +393,14 @@ def _sse_data(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         if isinstance(obj, dict) and obj.get("error"):
             raise LLMError(f"server error in stream: {obj['error']}")
         yield obj
+
+
+def _load(model: str, cfg: ModelConfig) -> OpenAICompatLLM:
+    if not cfg.base_url:
+        raise ValueError("the openai backend needs a base_url (e.g. http://127.0.0.1:8000/v1)")
+    return OpenAICompatLLM(cfg.base_url, model, **cfg.options)
+
+
+SPEC = BackendSpec("openai", load=_load, shard_size=1024, server=True,
+                   max_batch=lambda options: resolve_max_in_flight(options.get("max_in_flight"),
+                                                                   options.get("concurrency")))

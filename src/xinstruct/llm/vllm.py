@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xinstruct.llm.backends import BackendSpec
 from xinstruct.llm.base import LLM, ChatRequest, Generation, GenerationParams
 
 
@@ -95,3 +96,7 @@ class VLLMLLM(LLM):
                                    prompt_tokens=len(o.prompt_token_ids or []),
                                    completion_tokens=len(c.token_ids)))
         return gens
+
+
+SPEC = BackendSpec("vllm", load=lambda model, cfg: VLLMLLM(model, **cfg.options), shard_size=4096,
+                   max_batch=lambda options: VLLMLLM.max_batch, gpu=True)

@@ -222,7 +222,9 @@ def use_backward_model(gen: GenerateConfig, *, progress: bool = True) -> dict[st
                                             "backward model trained on them: %s", why_not)
         return None
     meta = cached_backward_model(gen.backward, gen.seeds, gen.template, progress=progress)
-    local = gen.model.resolved_backend() in ("llama.cpp", "transformers") and gen.model.base_url is None
+    from xinstruct.llm import spec
+
+    local = spec(gen.model.resolved_backend()).runs_gguf and gen.model.base_url is None
     gen.model = replace(gen.model, model=meta["path"], base_url=None,
                         **({} if local else {"backend": "auto", "options": {}}))
     if gen.num_shots is None:
