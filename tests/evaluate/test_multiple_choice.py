@@ -14,7 +14,6 @@ from xinstruct.evaluate import multiple_choice as mc
 from xinstruct.evaluate.multiple_choice import (
     Item,
     MCConfig,
-    ScoreCache,
     build_context,
     fewshot_examples,
     load_items,
@@ -267,8 +266,11 @@ def test_language_from_file_name():
 # ------------------------------------------------------------------ resuming
 
 def test_a_killed_run_resumes_without_recomputing(tmp_path):
+    """Scoring goes through the request cache every command uses: a run killed after its first calls, run again,
+    scores only the pairs it had not finished."""
+    from xinstruct.llm import CachedLLM, RequestCache
+
     requests = {f"k{i}": [("c", f" {i}a"), ("c", f" {i}b")] for i in range(5)}
-    cache = ScoreCache(tmp_path / "scores.jsonl")
 
     class Dies(ScriptedLLM):
         def loglikelihood(self, pairs):  # type: ignore[no-untyped-def]
@@ -276,15 +278,16 @@ def test_a_killed_run_resumes_without_recomputing(tmp_path):
                 raise KeyboardInterrupt
             return super().loglikelihood(pairs)
 
+    cache = RequestCache(tmp_path / "cache" / "llm.sqlite")
     with pytest.raises(KeyboardInterrupt):
-        score_requests(Dies(), requests, cache, batch_size=4)
-    with open(tmp_path / "scores.jsonl", "a") as f:
-        f.write('{"key": "k4", "lls": [')  # a write cut short
+        score_requests(CachedLLM(Dies(), cache), requests, batch_size=4)
+    cache.close()
     again = ScriptedLLM()
-    scores, failed = score_requests(again, requests, ScoreCache(tmp_path / "scores.jsonl"), batch_size=4)
+    cache = RequestCache(tmp_path / "cache" / "llm.sqlite")
+    scores, failed = score_requests(CachedLLM(again, cache), requests, batch_size=4)
     assert failed == {} and set(scores) == set(requests)
     assert [p for call in again.calls for p in call] == [("c", " 4a"), ("c", " 4b")]
-    assert ScoreCache(tmp_path / "scores.jsonl").scores == scores  # the torn line did not swallow k4
+    assert scores == score_requests(ScriptedLLM(), requests, batch_size=4)[0]  # the same values as uncached
 
 
 def test_a_finished_run_reruns_without_calling_the_model(tmp_path, monkeypatch):

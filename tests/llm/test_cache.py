@@ -87,3 +87,32 @@ def test_cache_survives_restart_and_is_shared_by_processes(tmp_path):
     inner = CountingLLM()
     CachedLLM(inner, cache).generate([_req(str(i)) for i in range(225)])
     assert inner.calls == []
+
+
+def test_log_likelihoods_are_cached_apart_from_token_log_probabilities(tmp_path):
+    class Scorer(LLM):
+        backend, model_id = "scripted", "scorer"
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, requests):
+            raise AssertionError("scoring only")
+
+        def token_logprobs(self, pairs):
+            self.calls.append(("token_logprobs", list(pairs)))
+            return [[-1.0] * len(x.split()) for _, x in pairs]
+
+        def loglikelihood(self, pairs):
+            self.calls.append(("loglikelihood", list(pairs)))
+            return [-1.0 * len(x.split()) for _, x in pairs]
+
+    cache = RequestCache(tmp_path / "c.sqlite")
+    inner = Scorer()
+    llm = CachedLLM(inner, cache)
+    pairs = [("ctx", " a b"), ("ctx", " c")]
+    assert llm.loglikelihood(pairs) == [-2.0, -1.0]
+    assert llm.loglikelihood(pairs + [("ctx", " d e f")]) == [-2.0, -1.0, -3.0]  # only the new pair is scored
+    assert llm.token_logprobs(pairs[:1]) == [[-1.0, -1.0]]  # its own entry: a list, not the sum
+    assert [(kind, len(p)) for kind, p in inner.calls] == [("loglikelihood", 2), ("loglikelihood", 1),
+                                                            ("token_logprobs", 1)] and llm.hits == 2

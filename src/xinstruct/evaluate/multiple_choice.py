@@ -11,7 +11,7 @@ default sampler draws them (one `Random(seed)` per language, in item order) and 
 OUT gets result.json (`results.py`; accuracies in percent per language and over all items),
 predictions.jsonl (id, lang, gold, pred, pred_norm, pred_bytes, loglikelihoods: reruns compare line by
 line), rejects.jsonl (rows that could not be read or scored, by file:line; nothing is dropped silently)
-and scores.jsonl, the resume cache: log-likelihoods appended per batch, keyed by model and prompt.
+and cache/llm.sqlite, the request cache (log-likelihoods keyed by model and prompt), which a rerun resumes from.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from typing import Any
 
 from xinstruct.io import write_jsonl
 from xinstruct.languages import NAMES
-from xinstruct.llm import LLM, ModelConfig, load_llm
+from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache, load_llm
 from xinstruct.records import stable_hash
 from xinstruct.rows import Row, dataset_rows, is_saved_dataset
 from xinstruct.rows import read_rows as read_file_rows
@@ -342,51 +340,29 @@ def requests_for(item: Item, context: str) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------- scoring and metrics
 
-class ScoreCache:
-    """Finished items' log-likelihoods: one JSON line per item, appended and fsynced per batch, so a
-    killed run keeps all it finished; a torn last line is ignored."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.scores: dict[str, list[float]] = {}
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        for line in text.splitlines():
-            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-                entry = json.loads(line)
-                self.scores[entry["key"]] = entry["lls"]
-        self._newline = "\n" if text and not text.endswith("\n") else ""  # end a torn line before appending
-
-    def add(self, entries: dict[str, list[float]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(self._newline + "".join(json.dumps({"key": k, "lls": v}) + "\n" for k, v in entries.items()))
-            self._newline = ""
-            f.flush()
-            os.fsync(f.fileno())
-        self.scores.update(entries)
-
-
-def score_requests(llm: LLM, requests: dict[str, list[tuple[str, str]]], cache: ScoreCache,
+def score_requests(llm: LLM, requests: dict[str, list[tuple[str, str]]],
                    batch_size: int) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Log-likelihoods per key (cached ones are not recomputed) and the keys that could not be scored
-    (the backend raised ValueError for that item, e.g. a choice longer than the context window), with why.
-    Items not yet cached go to the backend in order, whole, up to `batch_size` pairs per call: a backend
-    that batches by length (transformers) sorts each call itself, so calls should be large."""
+    """Log-likelihoods per key and the keys that could not be scored (the backend raised ValueError for that
+    item, e.g. a choice longer than the context window), with why. `llm` is behind the request cache
+    (`CachedLLM`), so a rerun scores only what a killed run had not finished.
+    Items go to the backend in order, whole, up to `batch_size` pairs per call: a backend that batches by length
+    (transformers) sorts each call itself, so calls should be large."""
     from tqdm import tqdm
 
-    todo = [k for k in requests if k not in cache.scores]
+    todo = list(requests)
     failed: dict[str, str] = {}
-    with tqdm(total=len(requests), initial=len(requests) - len(todo), desc="multiple choice", unit="item") as bar:
+    scores: dict[str, list[float]] = {}
+    with tqdm(total=len(requests), desc="multiple choice", unit="item") as bar:
         start = 0
         while start < len(todo):
             end, n = start + 1, len(requests[todo[start]])
             while end < len(todo) and n + len(requests[todo[end]]) <= batch_size:
                 n += len(requests[todo[end]])
                 end += 1
-            cache.add(_score_part(llm, todo[start:end], requests, failed))
+            scores.update(_score_part(llm, todo[start:end], requests, failed))
             bar.update(end - start)
             start = end
-    return {k: cache.scores[k] for k in requests if k in cache.scores}, failed
+    return {k: scores[k] for k in requests if k in scores}, failed
 
 
 def _score_part(llm: LLM, keys: list[str], requests: dict[str, list[tuple[str, str]]],
@@ -495,13 +471,14 @@ def run_multiple_choice(cfg: MCConfig) -> dict[str, Any]:
 
 
 def _run_xinstruct(cfg: MCConfig, requests: dict[str, list[tuple[str, str]]], out: Path) -> tuple[Any, ...]:
-    llm, model_cfg = _load_model(cfg.model)
+    engine, model_cfg = _load_model(cfg.model)
+    llm = CachedLLM(engine, RequestCache(out / "cache" / "llm.sqlite"))  # the request cache of every command
     try:
         keyed = {i: stable_hash(llm.fingerprint, reqs, n=24) for i, reqs in requests.items()}
-        lls, failed = score_requests(llm, {keyed[i]: r for i, r in requests.items()}, ScoreCache(out / "scores.jsonl"),
-                                     cfg.pairs_per_call)
+        lls, failed = score_requests(llm, {keyed[i]: r for i, r in requests.items()}, cfg.pairs_per_call)
         model = {"label": cfg.label or Path(cfg.model.model).name, "backend": llm.backend, "model_id": llm.model_id}
     finally:
+        llm.cache.close()
         llm.close()
     return ({i: lls[k] for i, k in keyed.items() if k in lls}, {i: failed[k] for i, k in keyed.items() if k in failed},
             model, model_cfg, {})

@@ -56,8 +56,9 @@ def request_key(fingerprint: str, req: ChatRequest) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def score_key(fingerprint: str, context: str, continuation: str) -> str:
-    payload = {"model": fingerprint, "token_logprobs": [context, continuation]}
+def score_key(fingerprint: str, context: str, continuation: str, kind: str = "token_logprobs") -> str:
+    """The key of a scoring request: `kind` is token_logprobs (a list per token) or loglikelihood (their sum)."""
+    payload = {"model": fingerprint, kind: [context, continuation]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -256,16 +257,23 @@ class CachedLLM(LLM):
         return (yield from self.llm.stream(request))
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        return self.llm.loglikelihood(pairs)
+        """Cached like generations (multiple-choice scoring's calls)."""
+        return self._scores("loglikelihood", self.llm.loglikelihood, pairs)
 
     def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
         """Cached like generations: a rerun never scores the same (context, continuation) twice."""
-        keys = [score_key(self.fingerprint, c, x) for c, x in pairs]
+        return self._scores("token_logprobs", self.llm.token_logprobs, pairs)
+
+    def _scores(self, kind: str, score: Callable[[Sequence[tuple[str, str]]], list[Any]],
+                pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        """`score(pairs)` for the pairs the cache lacks, stored once the call returns (a call that raises stores
+        nothing); the others from the cache."""
+        keys = [score_key(self.fingerprint, c, x, kind) for c, x in pairs]
         found = self.cache.get_values(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(pairs) - len(todo)
         self.misses += len(todo)
-        fresh = self.llm.token_logprobs([pairs[i] for i in todo]) if todo else []
+        fresh = score([pairs[i] for i in todo]) if todo else []
         self.cache.put_values(self.fingerprint, [(keys[i], v) for i, v in zip(todo, fresh, strict=True)])
         new = dict(zip(todo, fresh, strict=True))
         return [found[k] if k in found else new[i] for i, k in enumerate(keys)]
