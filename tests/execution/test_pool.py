@@ -81,3 +81,18 @@ def test_sharded_rows_come_back_in_order_with_their_rejects(tmp_path):
     assert [r["n"] for r in rows] == [1, 2, 4, 5, 7] and [r["id"] for r in rejects] == ["3", "6"]
     assert stats.extra == {"shards": 4, "shards_resumed": 0}
     assert json.loads((folder / "shard-00001.jsonl").read_text().splitlines()[1])["reject"]["reason"] == "three"
+
+
+def test_a_stages_view_scores_log_likelihoods_through_the_cache_and_counts_them(tmp_path):
+    class Scorer(Echo):
+        def loglikelihood(self, pairs):
+            self.calls += len(pairs)
+            return [-float(len(x)) for _, x in pairs]
+
+    scorer = Scorer("scorer")
+    with ModelPool.open(None, tmp_path, by_role={"mc": scorer}) as pool:
+        view = pool.stage_llm(ModelConfig(), "mc")
+        assert view.loglikelihood([("c", " ab"), ("c", " a")]) == [-3.0, -2.0]
+        assert view.loglikelihood([("c", " ab")]) == [-3.0]  # from the cache
+        stats = view.stats()
+    assert scorer.calls == 2 and stats["scored"] == 3 and stats["cache_hits"] == 1 and stats["generated"] == 2

@@ -132,9 +132,16 @@ class StageLLM(LLM):
         return self._get().first_tokens(text, n)
 
     def token_logprobs(self, pairs):  # type: ignore[no-untyped-def]
+        return self._score(self._get().token_logprobs, pairs)
+
+    def loglikelihood(self, pairs):  # type: ignore[no-untyped-def]
+        return self._score(self._get().loglikelihood, pairs)
+
+    def _score(self, score, pairs):  # type: ignore[no-untyped-def]
+        """A cached scoring call, counted as scored pairs and cache hits."""
         m = self._get()
         hits = m.hits
-        out = m.token_logprobs(pairs)
+        out = score(pairs)
         self.scored += len(pairs)
         self.cache_hits += m.hits - hits
         return out
