@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinstruct.cliargs import executor_flags, executor_settings, model_flags, model_settings, overrides
+from xinstruct.cliargs import (
+    MODEL_FORMS,
+    executor_flags,
+    executor_settings,
+    model_flags,
+    model_settings,
+    overrides,
+    setting_flag,
+)
 
 EPILOG_INFER = """\
 examples:
@@ -104,7 +112,7 @@ def _add_run(es: argparse._SubParsersAction) -> None:
     _infer_flags(r)
     r.add_argument("--out", required=True, help="output folder for this model's evaluation")
     r.add_argument("--reference", help="answers of a reference model (folder or answers.jsonl) to judge against")
-    model_flags(r, "judge-", "the judge (default: the embedded model)")
+    model_flags(r, "judge-", "the judge", model_help=f"the judge (default: the embedded model): {MODEL_FORMS}")
     r.set_defaults(func=cmd_run)
 
 
@@ -114,18 +122,22 @@ def _add_judge(es: argparse._SubParsersAction) -> None:
                                   "orders; win/tie/loss per question, win rate (ties half), bootstrap CI and "
                                   "length-controlled win rate per language. Writes OUT/judgments.jsonl, "
                                   "rejects.jsonl and result.json.")
+    from xinstruct.evaluate.judge import JudgeConfig
+
+    defaults = JudgeConfig()
     _common(j)
     j.add_argument("--candidate", help="answers of the model under test (folder or answers.jsonl)")
     j.add_argument("--reference", help="answers of the reference model")
-    j.add_argument("--out", help="output folder (default: runs/judge)")
-    model_flags(j, "judge-", "the judge (default: the embedded model)")
-    j.add_argument("--template", help="judge_pairwise (A/B/tie, default), judge_scores (X-Instruction's 0-10 "
-                                      "scores) or a YAML template path")
-    j.add_argument("--orders", type=int, choices=[1, 2], help="2: both orders (default); 1: candidate first only")
-    j.add_argument("--off-language", choices=["judge", "lose"],
-                   help="lose: an answer not in the question's language loses to one that is (x-LLM's rule)")
+    setting_flag(j, "--out", "out", defaults, "output folder")
+    model_flags(j, "judge-", "the judge", model_help=f"the judge (default: the embedded model): {MODEL_FORMS}")
+    setting_flag(j, "--template", "template", defaults, "judge_pairwise (A/B/tie), judge_scores (X-Instruction's "
+                 "0-10 scores) or a YAML template path")
+    setting_flag(j, "--orders", "orders", defaults, "2: both orders; 1: candidate first only", type=int,
+                 choices=[1, 2])
+    setting_flag(j, "--off-language", "off_language", defaults, "lose: an answer not in the question's language "
+                 "loses to one that is (x-LLM's rule)", choices=["judge", "lose"])
     j.add_argument("--lang", help="only these languages")
-    j.add_argument("--task", help="the question set's name in reports (default: questions)")
+    setting_flag(j, "--task", "task", defaults, "the question set's name in reports")
     j.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     j.set_defaults(func=cmd_judge)
 

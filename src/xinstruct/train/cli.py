@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinstruct.cliargs import model_flags, model_settings
+from xinstruct.cliargs import MODEL_FORMS, model_flags, model_settings
 from xinstruct.cliargs import overrides as model_overrides
 
 EPILOG_TRAIN = """\
@@ -129,7 +129,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--alias")
     pf.add_argument("--out")
     model_flags(pf, what="the policy that samples answers", threads=False)
-    model_flags(pf, "judge-", "the judge (default: --model)", threads=False)
+    model_flags(pf, "judge-", "the judge", threads=False, model_help=f"the judge (default: --model): {MODEL_FORMS}")
     pf.add_argument("--samples", type=int, help="answers sampled per prompt (default 4)")
     pf.add_argument("--limit", type=int, help="only the first N prompts")
     pf.add_argument("--no-reference", action="store_true", help="do not use the dataset's own response")
