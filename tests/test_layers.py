@@ -224,3 +224,14 @@ def test_no_module_but_a_backends_own_and_the_registry_branches_on_a_backends_na
             if names & set(BACKENDS):
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not found, found
+
+
+def test_no_function_is_longer_than_a_screen_and_a_half():
+    """80 lines at most: a function a newcomer reads in one go (the curate job's loop is one of them)."""
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
