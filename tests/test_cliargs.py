@@ -68,6 +68,12 @@ def _curate_defaults():
     return load_recipe(None, [])
 
 
+def _infer_defaults():
+    from xinstruct.evaluate.infer import InferConfig
+
+    return InferConfig()
+
+
 def _judge_defaults():
     from xinstruct.evaluate.judge import JudgeConfig
 
@@ -77,12 +83,14 @@ def _judge_defaults():
 # Stated defaults that come from no single setting (derived from others, or where the model comes from).
 DERIVED = {"--input", "--cache", "--lang", "--candidates", "--threads", "--backend", "--judge-backend",
            "--relevance-backend", "--relevance-model", "--executor", "--ray-address", "--ray-actors", "--per-lang",
-           "--num-shots", "--clusters", "--judge-model"}
+           "--num-shots", "--clusters", "--judge-model", "--questions",
+           "--label"}
 
 
 @pytest.mark.parametrize(("command", "defaults"), [
     ("curate", _curate_defaults), ("generate", _curate_defaults), ("refine", _curate_defaults),
-    ("diversify", _curate_defaults), ("eval judge", _judge_defaults)])
+    ("diversify", _curate_defaults), ("eval judge", _judge_defaults), ("infer", _infer_defaults),
+    ("eval run", _infer_defaults)])
 def test_the_help_gives_the_defaults_the_run_uses(command, defaults):
     """Each default a command's --help states for a setting is the value a run with no config file and no flag
     uses; a stated default that comes from no setting is one of the few derived from others, listed above."""

@@ -58,13 +58,16 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str], model_key: str
 
 
 def _infer_flags(p: argparse.ArgumentParser) -> None:
+    from xinstruct.evaluate.infer import InferConfig
+
+    defaults = InferConfig()
     p.add_argument("--questions", help="question.jsonl file or folder of LANG.jsonl files (default: packaged set)")
     p.add_argument("--lang", help="only these languages, comma-separated")
     p.add_argument("--question-lang", help="the language of a question file whose rows and name do not say it")
     p.add_argument("--label", help="the model's name in reports (default: from its path)")
-    p.add_argument("--prompt", help="user message template with {question} and {language}")
+    setting_flag(p, "--prompt", "prompt", defaults, "user message template with {question} and {language}")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--max-tokens", type=int)
+    setting_flag(p, "--max-tokens", "max_tokens", defaults, "the most tokens an answer may take", type=int)
     p.add_argument("--limit", type=int, help="the first N questions per language")
 
 
@@ -89,6 +92,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_infer(sub: argparse._SubParsersAction) -> None:
+    from xinstruct.evaluate.infer import InferConfig
+
     i = sub.add_parser("infer", help="answer a question set with any model (resumable, with provenance)",
                        description="Answer every question of a Vicuna-format question set with a model; writes "
                                    "OUT/answers.jsonl, rejects.jsonl and manifest.json.",
@@ -97,7 +102,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     model_flags(i)
     _infer_flags(i)
     executor_flags(i)
-    i.add_argument("--out", help="output folder (default: runs/infer)")
+    setting_flag(i, "--out", "out", InferConfig(), "output folder")
     i.add_argument("--cache", help="request-cache file (default: OUT/cache/llm.sqlite)")
     i.set_defaults(func=cmd_infer)
 
