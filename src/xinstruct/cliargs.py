@@ -73,10 +73,15 @@ def setting_flag(p: argparse.ArgumentParser, flag: str, path: str, config: Any, 
     value: Any = config
     for part in path.split("."):
         value = getattr(value, part)
-    action = p.add_argument(flag, help=f"{help} (default {value})", **kw)
+    action = p.add_argument(flag, help=f"{help} (default {shown_default(value)})", **kw)
     action.setting = path  # type: ignore[attr-defined]
     p.set_defaults(settings_flags={**(p.get_default("settings_flags") or {}), action.dest: path})
     return action
+
+
+def shown_default(value: Any) -> str:
+    """A default as help shows it: text with spaces quoted, the rest as it is."""
+    return repr(value) if isinstance(value, str) and (" " in value or not value) else str(value)
 
 
 def settings_given(args: argparse.Namespace) -> dict[str, Any]:

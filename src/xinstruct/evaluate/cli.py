@@ -163,17 +163,22 @@ def _add_translate_questions(es: argparse._SubParsersAction) -> None:
     t = es.add_parser("translate-questions", help="translate a question set into other languages with any model",
                       description="Translate one language of a question set into others; writes OUT/LANG.jsonl "
                                   "(usable as --questions) and rejects.jsonl (failed, truncated, wrong language).")
+    from xinstruct.evaluate.infer import TranslateQuestionsConfig
+
+    defaults = TranslateQuestionsConfig()
     _common(t)
     model_flags(t)
     t.add_argument("--questions", help="question file or folder (default: packaged set)")
-    t.add_argument("--source-lang", help="the language to translate from (default: en)")
+    setting_flag(t, "--source-lang", "source_lang", defaults, "the language to translate from")
     t.add_argument("--to", required=True, help="target languages, comma-separated")
-    t.add_argument("--out", help="output folder (default: runs/questions)")
+    setting_flag(t, "--out", "out", defaults, "output folder")
     t.add_argument("--cache")
     t.set_defaults(func=cmd_translate_questions)
 
 
 def _add_mc(es: argparse._SubParsersAction) -> None:
+    from xinstruct.evaluate.multiple_choice import MCConfig
+
     mc = es.add_parser("mc", help="multiple-choice benchmarks by log-likelihood (XCOPA, XNLI, XStoryCloze, PAWS-X)",
                        description="Score each choice by its log-likelihood under the model (lm-eval's prompts), "
                                    "zero- or few-shot; accuracy per language. Writes OUT/predictions.jsonl, "
@@ -187,7 +192,7 @@ def _add_mc(es: argparse._SubParsersAction) -> None:
                                    "fixture for --task xcopa)")
     mc.add_argument("--lang", help="the language, where rows and the file name do not say it")
     mc.add_argument("--split")
-    mc.add_argument("--shots", type=int, help="few-shot examples (default 0)")
+    setting_flag(mc, "--shots", "shots", MCConfig(task="", data="", out=""), "few-shot examples", type=int)
     mc.add_argument("--fewshot-data", help="where few-shot examples come from (default: the same file, minus the item)")
     mc.add_argument("--engine", choices=["xinstruct", "lm-eval"])
     mc.add_argument("--limit", type=int, help="the first N items of each language")

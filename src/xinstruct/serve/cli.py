@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from xinstruct.cliargs import model_flags, model_settings, overrides
+from xinstruct.cliargs import model_flags, model_settings, overrides, setting_flag
 
 EPILOG = """\
 examples:
@@ -30,6 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Serve a Gradio chat page: streamed answers, a system prompt, a target-language "
                                    "selector, and with --compare a second model answering the same messages.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from xinstruct.serve.chat import ChatConfig
+
+    defaults = ChatConfig()
     model_flags(c)
     c.add_argument("--compare", metavar="MODEL", help="a second model answering the same messages beside the first "
                                                      "(e.g. the base model): any form --model takes")
@@ -39,14 +42,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--system", help="the system prompt the page starts with")
     c.add_argument("--lang", help="the answer language the selector starts on (a code: sw, ta, ...)")
     c.add_argument("--languages", help="the selector's language codes, comma-separated (default: en + the paper's ten)")
-    c.add_argument("--language-prompt", help="what a chosen language adds to the system prompt "
-                                             "(default: 'Answer in {language}.')")
-    c.add_argument("--max-tokens", type=int)
-    c.add_argument("--temperature", type=float)
-    c.add_argument("--save", help="conversation log (default: runs/chat/conversations.jsonl)")
+    setting_flag(c, "--language-prompt", "language_prompt", defaults, "what a chosen language adds to the system "
+                 "prompt")
+    setting_flag(c, "--max-tokens", "max_tokens", defaults, "the most tokens an answer may take", type=int)
+    setting_flag(c, "--temperature", "temperature", defaults, "sampling temperature", type=float)
+    setting_flag(c, "--save", "save", defaults, "conversation log")
     c.add_argument("--autosave", action="store_true", help="save every finished turn")
-    c.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the page)")
-    c.add_argument("--port", type=int, help="port (default 7860)")
+    setting_flag(c, "--host", "host", defaults, "address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes "
+                 "the page)")
+    setting_flag(c, "--port", "port", defaults, "port", type=int)
     c.add_argument("--config", help="YAML file of settings; flags override it")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting by dotted path")
     c.set_defaults(func=cmd_chat)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinstruct.cliargs import MODEL_FORMS, model_flags, model_settings
+from xinstruct.cliargs import MODEL_FORMS, model_flags, model_settings, setting_flag
 from xinstruct.cliargs import overrides as model_overrides
 
 EPILOG_TRAIN = """\
@@ -34,13 +34,13 @@ examples:
 """
 
 
-def _train_flags(p: argparse.ArgumentParser, *, data_help: str) -> None:
+def _train_flags(p: argparse.ArgumentParser, *, data_help: str, defaults: Any) -> None:
     p.add_argument("--config", help="YAML file of settings; flags override it")
     p.add_argument("--data", help=data_help)
     p.add_argument("--alias", help="alias file (YAML/JSON) naming the sources in --data")
     p.add_argument("--model", help="base model: 'embedded' (SmolLM2-135M-Instruct), a .gguf file or a local HF folder")
     p.add_argument("--out", help="run folder")
-    p.add_argument("--method", choices=["lora", "full"], help="LoRA adapter (default) or full fine-tuning")
+    setting_flag(p, "--method", "method", defaults, "LoRA adapter or full fine-tuning", choices=["lora", "full"])
     p.add_argument("--epochs", type=float)
     p.add_argument("--max-steps", type=int, help="> 0: stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int)
@@ -76,16 +76,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                     "OUT/merged (standalone model; with model.gguf when the base is a GGUF), "
                                     "OUT/train.json, OUT/loss.png and OUT/data/.", epilog=EPILOG_TRAIN,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _train_flags(sft, data_help="a run folder, a JSONL/Parquet file, or sources joined by '+' (a*0.5 samples half)")
-    sft.add_argument("--format", choices=["chat", "alpaca", "answer_in"],
-                     help="prompt format: the model's chat template (default), Alpaca (x-LLM), or the chat "
-                          "template with 'Answer in <language>.' appended (X-Instruction)")
+    from xinstruct.train.dpo import DPOTrainConfig, PreferenceConfig
+    from xinstruct.train.sft import TrainConfig
+
+    _train_flags(sft, data_help="a run folder, a JSONL/Parquet file, or sources joined by '+' (a*0.5 samples half)",
+                 defaults=TrainConfig())
+    setting_flag(sft, "--format", "format", TrainConfig(), "prompt format: the model's chat template (chat), "
+                 "Alpaca (x-LLM), or the chat template with 'Answer in <language>.' appended (X-Instruction)",
+                 choices=["chat", "alpaca", "answer_in"])
     sft.set_defaults(func=cmd_train, kind="sft")
     bw = ts.add_parser("backward", help="train the instruction generator (native text -> English instruction)",
                        description="Train the backward model on seed pairs (and curated records), with the "
                                    "generation stage's zero-shot prompt; `xinstruct generate --model OUT/merged` "
                                    "then uses it.")
-    _train_flags(bw, data_help="(unused; see --seeds/--records)")
+    _train_flags(bw, data_help="(unused; see --seeds/--records)", defaults=TrainConfig())
     bw.add_argument("--seeds", help="seed pairs: JSONL or folder of LANG.jsonl (default: the packaged seeds)")
     bw.add_argument("--records", help="also learn from these curated pairs (records file or run folder)")
     from xinstruct.curate.generate import BackwardConfig
@@ -97,8 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     dpo = ts.add_parser("dpo", help="DPO on preference pairs from `xinstruct data preferences`",
                         description="Direct preference optimisation (trl, LoRA by default) on prompt/chosen/rejected "
                                     "rows.")
-    _train_flags(dpo, data_help="a preferences folder or JSONL with prompt/chosen/rejected")
-    dpo.add_argument("--beta", type=float, help="DPO beta (default 0.1)")
+    _train_flags(dpo, data_help="a preferences folder or JSONL with prompt/chosen/rejected", defaults=DPOTrainConfig())
+    setting_flag(dpo, "--beta", "beta", DPOTrainConfig(), "DPO beta", type=float)
     dpo.set_defaults(func=cmd_train, kind="dpo")
 
     d = sub.add_parser("data", help="build training data: translation pairs, mixes, preference pairs",
@@ -130,7 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--out")
     model_flags(pf, what="the policy that samples answers", threads=False)
     model_flags(pf, "judge-", "the judge", threads=False, model_help=f"the judge (default: --model): {MODEL_FORMS}")
-    pf.add_argument("--samples", type=int, help="answers sampled per prompt (default 4)")
+    setting_flag(pf, "--samples", "samples", PreferenceConfig(), "answers sampled per prompt", type=int)
     pf.add_argument("--limit", type=int, help="only the first N prompts")
     pf.add_argument("--no-reference", action="store_true", help="do not use the dataset's own response")
     pf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
