@@ -189,3 +189,28 @@ def test_a_stage_alone_needs_records_and_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "xinstruct", "diversify", "--input", str(tmp_path),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and "no records at" in r.stderr and "samples.jsonl" in r.stderr
+
+
+def test_a_rerun_whose_calls_are_all_cached_loads_no_model(tmp_path):
+    """A second run into a fresh folder with the first run's request cache (what a second `make demo` does)
+    answers every call from the cache: no model's weights load (only their tokenizers), and the files are the
+    same."""
+    cache = tmp_path / "llm.sqlite"
+
+    def run(name):
+        # few-shot prompting (no backward model to train), fresh shots per text (see _curate)
+        cfg = load_recipe(None, ["lang=sw,tr", f"out={tmp_path / name}", f"cache={cache}", "progress=false",
+                                 "report=false", "shard_size=2", "generate.num_shots=2",
+                                 "generate.shot_selection=random", "selfcheck.size=4", "refine.iterations=1",
+                                 "relevance.threshold=-100"])
+        return run_curate(cfg)
+
+    first = run("first")
+    assert first["models"] and first["counts"]["candidates"] >= 1
+    second = run("second")
+    assert second["models"] == []
+    for name, st in second["stages"].items():
+        if "llm" in st:
+            assert not st["llm"]["loaded"] and st["llm"]["generated"] == 0, name
+    for name in ("samples.jsonl", "rejects.jsonl", "unsampled.jsonl"):
+        assert (tmp_path / "second" / name).read_bytes() == (tmp_path / "first" / name).read_bytes(), name

@@ -60,6 +60,7 @@ def test_one_engine_serves_roles_that_share_a_setting(tmp_path, monkeypatch):
         return Echo(f"m{len(loaded)}")
 
     monkeypatch.setattr("xinstruct.llm.load_llm", fake_load)
+    monkeypatch.setattr("xinstruct.llm.load_tokenizer", lambda cfg: None)  # a backend without a tokenizer-only load
     with ModelPool.open(None, tmp_path, by_role={"policy": None}) as pool:  # None: not given, loaded
         assert pool.get(ModelConfig(model="a.gguf"), "policy") is pool.get(ModelConfig(model="a.gguf"), "judge")
         assert pool.get(ModelConfig(model="b.gguf"), "judge").model_id == "m2"
@@ -96,3 +97,37 @@ def test_a_stages_view_scores_log_likelihoods_through_the_cache_and_counts_them(
         assert view.loglikelihood([("c", " ab")]) == [-3.0]  # from the cache
         stats = view.stats()
     assert scorer.calls == 2 and stats["scored"] == 3 and stats["cache_hits"] == 1 and stats["generated"] == 2
+
+
+def test_weights_load_on_the_first_call_the_cache_cannot_answer(tmp_path, monkeypatch):
+    """Where the backend loads a tokenizer alone, the pool's model answers tokenizer questions and cached calls
+    without its weights; the first miss loads them, once, and only then is the model listed as loaded."""
+    class Light(Echo):
+        def first_tokens(self, text, n):
+            return text[:n]
+
+        def generate(self, requests):
+            raise AssertionError("the light load cannot generate")
+
+    loads = []
+
+    def full(cfg):
+        loads.append(cfg)
+        return Echo("m")
+
+    monkeypatch.setattr("xinstruct.llm.load_llm", full)
+    monkeypatch.setattr("xinstruct.llm.load_tokenizer", lambda cfg: Light("m"))
+    with ModelPool.open(None, tmp_path) as pool:
+        view = pool.stage_llm(ModelConfig(model="a.gguf"))
+        assert view.first_tokens("Habari", 3) == "Hab" and loads == [] and pool.identities() == []
+        assert view.generate(ask("x"))[0].text == "m: x" and len(loads) == 1  # a miss: the weights load
+        assert view.generate(ask("x"))[0].cached and len(loads) == 1
+        assert [m["model_id"] for m in pool.identities()] == ["m"] and view.stats()["loaded"]
+    with ModelPool.open(None, tmp_path) as pool:  # a rerun: every call is cached
+        view = pool.stage_llm(ModelConfig(model="a.gguf"))
+        assert view.generate(ask("x"))[0].text == "m: x"
+        assert len(loads) == 1 and pool.identities() == [] and not view.stats()["loaded"]
+    # the weights must be the model the tokenizer-only load named, or the cache keys would be wrong
+    monkeypatch.setattr("xinstruct.llm.load_llm", lambda cfg: Echo("other"))
+    with ModelPool.open(None, tmp_path / "b") as pool, pytest.raises(RuntimeError, match="not as the"):
+        pool.stage_llm(ModelConfig(model="a.gguf")).generate(ask("y"))

@@ -1,4 +1,4 @@
-"""The model pool: each distinct model loaded once (on its first cache miss), behind the request cache, and
+"""The model pool: each distinct model loaded once (its weights on its first cache miss), behind the request cache, and
 shared by the stages of a run; each stage sees it through a `StageLLM` that counts the stage's own calls.
 Every stage family opens its models this way (`ModelPool.open`), so one place sets up and tears down the
 request cache and the engines."""
@@ -55,12 +55,26 @@ class ModelPool:
         return self.by_role.get(role or "") or self.llm
 
     def get(self, cfg: ModelConfig, role: str | None = None) -> CachedLLM:
+        """The model of `cfg` behind the request cache. Where its backend can load a tokenizer alone, its weights
+        load on the first call the cache cannot answer (`LazyLLM`), so a run whose calls are all cached loads none;
+        `identities` lists the models whose weights loaded."""
         key = stable_hash(to_dict(cfg), role if role in self.by_role else None)
         if key not in self._loaded:
-            from xinstruct.llm import load_llm
+            from xinstruct.llm import LazyLLM, load_llm, load_tokenizer
 
-            m = self._loaded[key] = CachedLLM(self.given(role) or load_llm(cfg), self.cache)
-            self._identities.append({"backend": m.backend, "model_id": m.model_id, "config": to_dict(cfg)})
+            def loaded(engine: LLM) -> None:
+                self._identities.append({"backend": engine.backend, "model_id": engine.model_id,
+                                         "config": to_dict(cfg)})
+
+            engine = self.given(role)
+            light = load_tokenizer(cfg) if engine is None else None
+            if light is not None:
+                engine = LazyLLM(light, lambda: load_llm(cfg), on_load=loaded)
+            elif engine is None:
+                engine = load_llm(cfg)
+            if not isinstance(engine, LazyLLM):
+                loaded(engine)
+            self._loaded[key] = CachedLLM(engine, self.cache)
         return self._loaded[key]
 
     def stage_llm(self, cfg: ModelConfig, role: str | None = None) -> StageLLM:
@@ -154,7 +168,8 @@ class StageLLM(LLM):
         return self._get().context_window
 
     def stats(self) -> dict[str, Any]:
-        return {"loaded": self._m is not None, "requests": self.requests, "scored": self.scored,
+        return {"loaded": self._m is not None and getattr(self._m.llm, "loaded", True), "requests": self.requests,
+                "scored": self.scored,
                 "cache_hits": self.cache_hits,
                 "generated": self.requests + self.scored - self.cache_hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens}

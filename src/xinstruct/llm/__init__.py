@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,8 +27,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = tuple(MODULES)
 
-__all__ = ["LLM", "BACKENDS", "BackendSpec", "CachedLLM", "ChatRequest", "Generation", "GenerationParams", "LLMError",
-           "Message", "ModelConfig", "RequestCache", "ScoringUnsupported", "load_llm", "spec"]
+__all__ = ["LLM", "BACKENDS", "BackendSpec", "CachedLLM", "ChatRequest", "Generation", "GenerationParams",
+           "LLMError", "LazyLLM", "Message", "ModelConfig", "RequestCache", "ScoringUnsupported", "load_llm",
+           "load_tokenizer", "spec"]
 
 
 @dataclass
@@ -74,11 +77,89 @@ class ModelConfig:
         return replace(self, backend="transformers")
 
 
+def _model_path(cfg: ModelConfig, backend: BackendSpec) -> str:
+    """The model as the backend takes it: the embedded models' files, or the setting as it is."""
+    if cfg.model == EMBEDDED_LLM and not backend.server:
+        return str(smollm2_gguf())
+    if cfg.model == EMBEDDED_SCORER and not backend.server:
+        return str(gemma3_gguf())
+    return cfg.model
+
+
 def load_llm(cfg: ModelConfig) -> LLM:
     backend = spec(cfg.resolved_backend())
-    model = cfg.model
-    if model == EMBEDDED_LLM and not backend.server:
-        model = str(smollm2_gguf())
-    elif model == EMBEDDED_SCORER and not backend.server:
-        model = str(gemma3_gguf())
-    return backend.load(model, cfg)
+    return backend.load(_model_path(cfg, backend), cfg)
+
+
+def load_tokenizer(cfg: ModelConfig) -> LLM | None:
+    """The model's tokenizer, chat template, context window and identity without its weights, where its backend
+    can load them so (`BackendSpec.load_tokenizer`); None where it cannot."""
+    backend = spec(cfg.resolved_backend())
+    if backend.load_tokenizer is None:
+        return None
+    return backend.load_tokenizer(_model_path(cfg, backend), cfg)
+
+
+class LazyLLM(LLM):
+    """A model whose weights load on the first call that needs them (generating, scoring); its tokenizer, chat
+    template, context window and identity come from a light load first. Behind the request cache, a run whose
+    calls are all cached never loads the weights. `on_load` is called with the engine once it has loaded."""
+
+    def __init__(self, light: LLM, load: Callable[[], LLM], on_load: Callable[[LLM], None] | None = None):
+        self._light, self._load, self._on_load = light, load, on_load
+        self._full: LLM | None = None
+        self._lock = threading.Lock()
+        self.backend, self.model_id = light.backend, light.model_id
+        self.supports_json_schema, self.max_batch = light.supports_json_schema, light.max_batch
+
+    @property
+    def loaded(self) -> bool:
+        return self._full is not None
+
+    def engine(self) -> LLM:
+        """The engine with its weights, loaded here the first time."""
+        with self._lock:
+            if self._full is None:
+                full = self._load()
+                if (full.backend, full.model_id) != (self.backend, self.model_id):
+                    full.close()
+                    raise RuntimeError(f"the model loaded as {full.backend}:{full.model_id}, not as the "
+                                       f"{self.backend}:{self.model_id} its tokenizer-only load named")
+                self._full = full
+                if self._on_load is not None:
+                    self._on_load(full)
+            return self._full
+
+    def _view(self) -> LLM:
+        return self._full or self._light
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        return self.engine().generate(requests)
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Generation]:
+        return (yield from self.engine().stream(request))
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return self.engine().loglikelihood(pairs)
+
+    def token_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        return self.engine().token_logprobs(pairs)
+
+    def chat_prompt(self, messages):  # type: ignore[no-untyped-def]
+        return self._view().chat_prompt(messages)
+
+    def count_prompt_tokens(self, messages):  # type: ignore[no-untyped-def]
+        return self._view().count_prompt_tokens(messages)
+
+    def first_tokens(self, text: str, n: int) -> str | None:
+        return self._view().first_tokens(text, n)
+
+    @property
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return self._view().context_window
+
+    def close(self) -> None:
+        for m in (self._full, self._light):
+            if m is not None:
+                m.close()
+        self._full = None

@@ -39,6 +39,9 @@ class BackendSpec:
     # records per resumable shard where a run does not set it: large for servers and vLLM (kept full by hundreds of
     # requests in flight), smaller for in-process CPU engines (less work lost to a kill)
     shard_size: int
+    # the engine's tokenizer, chat template, context window and identity without its weights (None: the backend
+    # has no such load): a run whose calls are all in the request cache then loads no weights
+    load_tokenizer: Callable[[str, ModelConfig], LLM] | None = None
     # the most requests a stage hands the engine per call (None: a whole batch), from its options
     max_batch: Callable[[Mapping[str, Any]], int | None] = _no_max_batch
     judge_batch: int | None = None  # pairs per judge call (None: a whole shard)

@@ -80,21 +80,26 @@ def first_tokens(tokenizer: Any, text: str, n: int) -> str:
     return tokenizer.decode(ids[:n], skip_special_tokens=True).rstrip("\ufffd")
 
 
+def checkpoint_folder(model: str | Path, gguf_file: str | None = None) -> Path:
+    """The plain checkpoint folder transformers loads for `model`: the folder itself, or a GGUF's dequantised copy
+    (made once, cached)."""
+    path = Path(model)
+    if path.suffix == ".gguf" and gguf_file is None:
+        path, gguf_file = path.parent, path.name
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path} (xinstruct never downloads models; give a local folder)")
+    return dequantized_gguf(path / gguf_file) if gguf_file else path
+
+
 def load_causal_lm(model: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
                    device: str | None = None) -> tuple[Any, Any, str]:
     """Load a local model and its tokenizer; a `.gguf` path is dequantised into a plain model (cached)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(model)
-    if path.suffix == ".gguf" and gguf_file is None:
-        path, gguf_file = path.parent, path.name
-    if not path.exists():
-        raise FileNotFoundError(f"model not found: {path} (xinstruct never downloads models; give a local folder)")
+    path = checkpoint_folder(model, gguf_file)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype, device)
-    if gguf_file:
-        path = dequantized_gguf(path / gguf_file)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     with quiet_loading():
         lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
@@ -236,18 +241,34 @@ class TransformersLLM(LLM):
     backend = "transformers"
 
     def __init__(self, model: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
-                 device: str | None = None, batch_size: int = 16):
-        self.model, self.tokenizer, self.device = load_causal_lm(model, gguf_file=gguf_file, dtype=dtype,
-                                                                 device=device)
+                 device: str | None = None, batch_size: int = 16, tokenizer_only: bool = False):
+        """`tokenizer_only`: the tokenizer, the config and the identity without the weights (what a run whose calls
+        are all in the request cache needs); generating or scoring then fails."""
+        if tokenizer_only:
+            import torch
+            from transformers import AutoConfig, AutoTokenizer
+
+            folder = checkpoint_folder(model, gguf_file)
+            self.model, self.device = None, device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            self._config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            torch_dtype = resolve_dtype(dtype, self.device)
+        else:
+            self.model, self.tokenizer, self.device = load_causal_lm(model, gguf_file=gguf_file, dtype=dtype,
+                                                                     device=device)
+            self._config = self.model.config
+            torch_dtype = self.model.dtype
         self._decoder: Any = None
         self.tokenizer.padding_side = "left"
         self.batch_size = batch_size
         name = Path(model).name + (f"/{gguf_file}" if gguf_file else "")
-        self.model_id = f"{name}:{weights_fingerprint(Path(model))}:{str(self.model.dtype).removeprefix('torch.')}"
+        self.model_id = f"{name}:{weights_fingerprint(Path(model))}:{str(torch_dtype).removeprefix('torch.')}"
 
     @property
     def context_window(self) -> int | None:  # type: ignore[override]
-        return getattr(self.model.config, "max_position_embeddings", None)
+        return getattr(self._config, "max_position_embeddings", None)
 
     def _encode(self, text: str, add_special: bool) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special)
@@ -513,5 +534,6 @@ class TransformersLLM(LLM):
 
 SPEC = BackendSpec(
     "transformers", load=lambda model, cfg: TransformersLLM(model, **cfg.options), shard_size=256, judge_batch=64,
+    load_tokenizer=lambda model, cfg: TransformersLLM(model, **{**cfg.options, "tokenizer_only": True}),
     # float32 for exact scores: "auto" is bf16 on CPUs that compute it natively, which flips close choices
     exact_scoring_options=MappingProxyType({"dtype": "float32"}), gpu=True, runs_gguf=True)

@@ -93,6 +93,7 @@ class LlamaCppLLM(LLM):
         logits_all: bool = False,
         score_threads: int | None = None,
         verbose: bool = False,
+        vocab_only: bool = False,
     ):
         """`extra_buffers` enables llama.cpp's extra CPU buffer types (weight repacking, Intel AMX). Off by
         default: on a CPU with AMX (Sapphire Rapids and later) a build made with GGML_NATIVE segfaults in
@@ -100,7 +101,10 @@ class LlamaCppLLM(LLM):
 
         `logits_all` keeps the logits of every position, which `loglikelihood` needs. Off by default:
         llama-cpp-python then reserves n_ctx x vocabulary floats (1.6 GB for SmolLM2 at n_ctx 8192; the
-        pages are only touched as far as the longest sequence scored)."""
+        pages are only touched as far as the longest sequence scored).
+
+        `vocab_only` loads the tokenizer and the metadata without the weights (a tenth of a second): what a run
+        whose calls are all in the request cache needs (`BackendSpec.load_tokenizer`)."""
         try:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -128,6 +132,7 @@ class LlamaCppLLM(LLM):
                 chat_format=chat_format,
                 logits_all=logits_all,
                 verbose=verbose,
+                vocab_only=vocab_only,
             )
         self.context_window = n_ctx
         self.logits_all = logits_all
@@ -312,6 +317,7 @@ if __name__ == "__main__":
 
 SPEC = BackendSpec(
     "llama.cpp", load=lambda model, cfg: LlamaCppLLM(model, **cfg.options), shard_size=32, judge_batch=1,
+    load_tokenizer=lambda model, cfg: LlamaCppLLM(model, **{**cfg.options, "vocab_only": True}),
     # every position's logits, a short context (the logits buffer is n_ctx x vocabulary: an instruction and a cut
     # response fit), and every core: the gate's scoring is most of a run's time
     gate_options=MappingProxyType({"logits_all": True, "n_ctx": 1024, "score_threads": 0}),
