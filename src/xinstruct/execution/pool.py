@@ -66,13 +66,13 @@ class ModelPool:
                 self._identities.append({"backend": engine.backend, "model_id": engine.model_id,
                                          "config": to_dict(cfg)})
 
-            engine = self.given(role)
-            light = load_tokenizer(cfg) if engine is None else None
+            given = self.given(role)
+            light = load_tokenizer(cfg) if given is None else None
+            engine: LLM
             if light is not None:
                 engine = LazyLLM(light, lambda: load_llm(cfg), on_load=loaded)
-            elif engine is None:
-                engine = load_llm(cfg)
-            if not isinstance(engine, LazyLLM):
+            else:
+                engine = given or load_llm(cfg)
                 loaded(engine)
             self._loaded[key] = CachedLLM(engine, self.cache)
         return self._loaded[key]

@@ -39,7 +39,6 @@ from xinstruct.llm.cache import ShardCache
 log = logging.getLogger(__name__)
 
 
-
 def input_path(folder: Path, i: int) -> Path:
     return folder / f"input-{i:05d}.pkl"
 

@@ -51,8 +51,9 @@ class StageRunner:
         if n is None:
             n = len(records)  # type: ignore[arg-type]
         self.decisions[step.name] = step.decisions
-        if step.prompts() is not None:
-            self.prompts[step.name] = step.prompts()
+        prompts = step.prompts()
+        if prompts is not None:
+            self.prompts[step.name] = prompts
         if step.is_global:
             return self._run_global(step, records)
         key = stable_hash(self.upstream, step.fingerprint(), self.shard_size)
