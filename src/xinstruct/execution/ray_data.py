@@ -99,6 +99,7 @@ class ShardWorker:
                     kept, rejected = run_shard(self.step, items, self.batch_size, path)
                     after = _llm_stats(self.step)
                     delta = {k: after[k] - before.get(k, 0) for k in StageLLM.COUNTS if k in after}
+                    delta["loads"] = int(bool(after.get("loaded")) and not before.get("loaded"))  # weights, here
                 finally:
                     cache.close()
             inp.unlink(missing_ok=True)
@@ -183,7 +184,7 @@ class RayExecutor:
             with atomic_write(input_path(folder, i), "wb") as f:
                 pickle.dump(list(shard), f)
             todo[i] = len(shard)
-        llm = dict.fromkeys(StageLLM.COUNTS, 0)
+        llm = dict.fromkeys((*StageLLM.COUNTS, "loads"), 0)
         if todo:
             ray = self.start()
             ctx = ray.data.DataContext.get_current()
@@ -206,5 +207,5 @@ class RayExecutor:
                         llm[k] = llm.get(k, 0) + v
         stats = StageStats(seconds=time.perf_counter() - t0, resumed=len(todo) < n_shards,
                            extra={"shards": n_shards, "shards_resumed": n_shards - len(todo), "executor": "ray"},
-                           llm={"loaded": bool(llm.get("requests") or llm.get("scored")), **llm})
+                           llm={"loaded": llm["loads"] > 0, **llm})
         return folder, stats
