@@ -194,6 +194,11 @@ class CurateRun:
             self._selection = Selection.setup(cfg, self.pool, langs, self.work, self.out)
         return self._selection
 
+    @property
+    def selection_info(self) -> dict[str, Any]:
+        """What the selectors found (thresholds, self-checks), or {} where no stage set them up."""
+        return self._selection.info if self._selection else {}
+
     def apply(self, entry: PipelineEntry) -> None:
         step = entry.build(self)
         if step is not None:
@@ -309,7 +314,7 @@ def write_outputs(run: CurateRun, input_info: dict[str, Any], models: list[Any],
         "counts": counts,
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
         "stages": stage_info,
-        "selection": _selection_counts(run._selection.info if run._selection else {}, tally,
+        "selection": _selection_counts(run.selection_info, tally,
                                        run.stages.decisions),
         "seconds": round(seconds, 2),
     }
