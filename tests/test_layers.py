@@ -1,4 +1,4 @@
-"""The package's dependencies point one way: CLI -> stage families -> execution -> LLM -> core.
+"""The package's dependencies point one way: CLI -> workflows -> stage families -> execution -> LLM -> core.
 
 Every `import` in src/xinstruct is read, those inside functions included (a lazy import is still a
 dependency), and the test fails on an import cycle, on an import of a higher layer, on a module that no
@@ -16,10 +16,11 @@ import pytest
 import xinstruct
 
 SRC = Path(xinstruct.__file__).parent
-LAYERS = ("core", "llm", "execution", "family", "cli")  # low to high
+LAYERS = ("core", "llm", "execution", "family", "workflow", "cli")  # low to high
 CORE = {"xinstruct", "xinstruct.records", "xinstruct.io", "xinstruct.languages", "xinstruct.config",
         "xinstruct.langid", "xinstruct.parsers", "xinstruct.rows", "xinstruct.prompts", "xinstruct.data"}
 FAMILIES = ("curate", "train", "evaluate", "serve")
+WORKFLOWS = ("experiment",)  # compose the families: train arms, then evaluate them
 # Imports between stage families, each on purpose: the backward model learns curation's generation prompt
 # from its input pairs, and DPO's preferences are curation's judge's verdicts.
 BETWEEN_FAMILIES = {("train", "curate")}
@@ -32,8 +33,8 @@ def module_name(path: Path, root: Path = SRC) -> str:
 
 def layer(mod: str) -> str | None:
     parts = mod.split(".")
-    if mod in ("xinstruct.cli", "xinstruct.cliargs", "xinstruct.__main__") or (len(parts) == 3 and parts[1] in FAMILIES
-                                                            and parts[2] == "cli"):
+    if mod in ("xinstruct.cli", "xinstruct.cliargs", "xinstruct.__main__") or (
+            len(parts) == 3 and parts[1] in FAMILIES + WORKFLOWS and parts[2] == "cli"):
         return "cli"
     if mod in CORE or any(mod.startswith(c + ".") for c in CORE - {"xinstruct"}):
         return "core"
@@ -43,6 +44,8 @@ def layer(mod: str) -> str | None:
         return "execution"
     if len(parts) > 1 and parts[1] in FAMILIES:
         return "family"
+    if len(parts) > 1 and parts[1] in WORKFLOWS:
+        return "workflow"
     return None
 
 

@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from xinstruct.serve.cli import add_parsers as add_serve_parsers
 
     add_serve_parsers(sub)
+    from xinstruct.experiment.cli import add_parsers as add_experiment_parsers
+
+    add_experiment_parsers(sub)
     i = sub.add_parser("info", help="show versions, packaged seeds and where the embedded models are",
                        description="Print versions, the languages with packaged seeds, and the embedded models.")
     i.set_defaults(func=cmd_info)

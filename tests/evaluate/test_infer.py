@@ -137,3 +137,48 @@ def test_a_line_that_is_not_utf8_is_a_reject_not_a_crash(tmp_path):
     assert [q.question_id for q in qs] == ["1"]
     assert rejects[0]["reason"] == "bad_encoding" and rejects[0]["source"].endswith(":2")
     assert "question_id" in rejects[0]["record"]["raw"]  # the line is kept
+
+
+def test_answer_lang_asks_english_questions_for_an_answer_in_swahili_and_fidelity_checks_swahili(tmp_path):
+    """`xinstruct infer --questions en.jsonl --answer-lang sw`: the prompt asks for Swahili, each row's `lang` is
+    the answer language (the question's is kept), and fidelity scores the answers against Swahili, so an English
+    answer fails where a Swahili one passes."""
+    from xinstruct.cli import build_parser
+    from xinstruct.config import load_config
+    from xinstruct.evaluate.cli import INFER_FLAGS, _overrides
+    from xinstruct.evaluate.fidelity import FidelityConfig, run_fidelity
+
+    qf = write(tmp_path / "en.jsonl", [{"question_id": 1, "text": "How do I save money every month?"},
+                                       {"question_id": 2, "text": "How should I plan a weekly budget?"}])
+    args = build_parser().parse_args(["infer", "--questions", str(qf), "--answer-lang", "sw", "--out",
+                                      str(tmp_path / "xl"), "--no-progress"])
+    cfg = load_config(InferConfig, None, _overrides(args, INFER_FLAGS))
+    assert cfg.answer_lang == "sw"
+
+    def answer(messages):  # Swahili for question 1 when asked for Swahili; English otherwise
+        user = messages[-1]["content"]
+        return SW if "Answer in Swahili." in user and "save money" in user else "Save a part of your income weekly."
+
+    m = run_infer(cfg, llm=Echo(answer))
+    rows = {r["question_id"]: r for r in read_jsonl(tmp_path / "xl" / "answers.jsonl")}
+    assert m["answers_by_lang"] == {"sw": 2}
+    r = rows["1"]
+    assert r["lang"] == "sw" and r["question_lang"] == "en"
+    assert r["messages"][-1]["content"] == "How do I save money every month?\n\nAnswer in Swahili."
+    assert r["question"] == r["messages"][-1]["content"]  # what a judge reads includes the asked language
+    res = run_fidelity(FidelityConfig(answers=str(tmp_path / "xl"), out=str(tmp_path / "fid")))
+    assert res["metrics"]["sw"]["n"] == 2 and res["metrics"]["sw"]["in_language"] == 1
+    verdicts = {v["question_id"]: v["in_language"] for v in read_jsonl(tmp_path / "fid" / "fidelity.jsonl")}
+    assert verdicts == {"1": True, "2": False}
+
+
+def test_answer_lang_asks_each_question_once_per_answer_language_and_rejects_unknown_codes(tmp_path):
+    qf = write(tmp_path / "en.jsonl", [{"question_id": 1, "text": "What is rain?"}])
+    m = run_infer(InferConfig(questions=str(qf), answer_lang="sw,ta", out=str(tmp_path / "o"), progress=False),
+                  llm=Echo())
+    assert m["answers_by_lang"] == {"sw": 1, "ta": 1} and m["questions"] == 1 and m["prompts"] == 2
+    asked = sorted(r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "o" / "answers.jsonl"))
+    assert asked == ["What is rain?\n\nAnswer in Swahili.", "What is rain?\n\nAnswer in Tamil."]
+    with pytest.raises(ValueError, match="unknown language code.*xx"):
+        run_infer(InferConfig(questions=str(qf), answer_lang="sw,xx", out=str(tmp_path / "bad"), progress=False),
+                  llm=Echo())

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from xinstruct.languages import PAPER_LANGUAGES, language_name
 from xinstruct.train.data import build_mix, parse_spec
 from xinstruct.train.translation import TEMPLATES, translation_rows
 
@@ -88,3 +89,19 @@ def test_translation_rows_both_directions_with_several_templates(tmp_path):
     one_way, _ = translation_rows(tmp_path / "p.jsonl", "en", "sw", directions="sw-en")
     assert {r["task"] for r in one_way} == {"translation_sw-en"}
     assert rows == translation_rows(tmp_path / "p.jsonl", "en", "sw")[0]  # reproducible
+
+
+def test_seeds_names_the_packaged_seed_pairs_and_a_files_language_code_fills_a_rows_missing_lang(tmp_path):
+    mix = build_mix("seeds", fmt="answer_in")
+    assert len(mix.examples) == 100 and not mix.rejects
+    by_lang = {}
+    for e in mix.examples:
+        by_lang[e.lang] = by_lang.get(e.lang, 0) + 1
+        assert e.prompt[-1]["content"].endswith(f"Answer in {language_name(e.lang)}.")
+    assert by_lang == dict.fromkeys(PAPER_LANGUAGES, 10)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "sw.jsonl").write_text('{"instruction": "Say hello.", "response": "Habari!"}\n')
+    (folder / "notes.jsonl").write_text('{"instruction": "Say hello.", "response": "Hello!"}\n')
+    mix = build_mix(str(folder), fmt="answer_in")
+    assert [e.lang for e in mix.examples] == ["sw"] and [r.reason for r in mix.rejects] == ["no_language"]

@@ -27,7 +27,7 @@ examples:
   xinstruct infer --model runs/demo-sft/merged --lang sw,ta --out runs/eval/sft/answers
   xinstruct infer --questions question.jsonl --question-lang sw --base-url http://127.0.0.1:8000/v1 \\
       --model gpt-4o-mini --label gpt4o-mini --out runs/eval/ref/answers
-  xinstruct infer --prompt '{question}\\n\\nAnswer in {language}.' --questions en.jsonl ...   # cross-lingual
+  xinstruct infer --questions en.jsonl --answer-lang sw,ta --out runs/eval/xl     # English asked, answer in sw, ta
 
 The same command run again resumes: finished shards are kept and finished calls come from OUT/cache.
 """
@@ -64,6 +64,9 @@ def _infer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", help="question.jsonl file or folder of LANG.jsonl files (default: packaged set)")
     p.add_argument("--lang", help="only these languages, comma-separated")
     p.add_argument("--question-lang", help="the language of a question file whose rows and name do not say it")
+    p.add_argument("--answer-lang", help="the cross-lingual setting: ask every question once per answer language "
+                                         "(comma-separated codes) with the answer prompt ('Answer in {language}.'); "
+                                         "fidelity and the judge check the answer language")
     p.add_argument("--label", help="the model's name in reports (default: from its path)")
     setting_flag(p, "--prompt", "prompt", defaults, "user message template with {question} and {language}")
     p.add_argument("--system", help="system prompt")
@@ -71,7 +74,8 @@ def _infer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="the first N questions per language")
 
 
-INFER_FLAGS = {"questions": "questions", "lang": "lang", "question_lang": "question_lang", "label": "label",
+INFER_FLAGS = {"questions": "questions", "lang": "lang", "question_lang": "question_lang", "answer_lang": "answer_lang",
+               "label": "label",
                "prompt": "prompt", "system": "system", "max_tokens": "max_tokens", "limit": "limit", "out": "out",
                "cache": "cache"}
 

@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from xinstruct.evaluate.questions import PACKAGED, Question, read_questions
 from xinstruct.evaluate.runner import PromptItem, answer_prompts, dump_config
 from xinstruct.execution.executors import ExecutorConfig
 from xinstruct.io import atomic_write, write_jsonl
-from xinstruct.languages import language_name
+from xinstruct.languages import NAMES, language_name
 from xinstruct.llm import LLM, GenerationParams, ModelConfig
 from xinstruct.llm.identity import default_label
 
@@ -43,6 +44,10 @@ class InferConfig:
     # The user message; {question} and {language} (the question's language name) are filled in. The default
     # asks the question as it is; "{question}\n\nAnswer in {language}." is the cross-lingual setting.
     prompt: str = "{question}"
+    # The cross-lingual setting: each question is asked once per answer language (comma-separated codes), with
+    # `answer_prompt`; each answer row's `lang` is its answer language, which fidelity and the judge check.
+    answer_lang: str | None = None
+    answer_prompt: str = "{question}\n\nAnswer in {language}."
     system: str | None = None
     max_tokens: int = 512
     temperature: float = 0.0
@@ -55,13 +60,31 @@ class InferConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # local, or Ray Data actors
 
 
-def question_items(questions: list[Question], prompt: str, system: str | None) -> list[PromptItem]:
+def answer_langs(value: str | None) -> list[str]:
+    """The answer languages of `--answer-lang` (comma-separated codes), each a language xinstruct knows."""
+    langs = sorted(parse_langs(value) or [])
+    unknown = [x for x in langs if x not in NAMES]
+    if unknown:
+        raise ValueError(f"--answer-lang: unknown language code(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(NAMES))}")
+    return langs
+
+
+def question_items(questions: list[Question], prompt: str, system: str | None, answer_in: Sequence[str] = (),
+                   answer_prompt: str = InferConfig.answer_prompt) -> list[PromptItem]:
+    """One prompt per question; with `answer_in`, one per question and answer language, asked with `answer_prompt`
+    (the row's `lang` is then the answer language, its `question` the message sent, `question_lang` the question's)."""
     items = []
     for q in questions:
-        user = prompt.format(question=q.text, language=language_name(q.lang))
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        items.append(PromptItem(q.question_id, q.lang, messages, {"question_id": q.question_id, "category": q.category,
-                                                                   "question": q.text}, q.source))
+        for target in answer_in or [None]:
+            template = answer_prompt if target else prompt
+            user = template.format(question=q.text, language=language_name(target or q.lang))
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                                      "content": user}]
+            fields = {"question_id": q.question_id, "category": q.category, "question": user if target else q.text}
+            if target:
+                fields["question_lang"] = q.lang
+            items.append(PromptItem(q.question_id, target or q.lang, messages, fields, q.source))
     return items
 
 
@@ -93,13 +116,15 @@ def run_infer(cfg: InferConfig, llm: LLM | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
     label = cfg.label or default_label(cfg.model)
-    ans = answer_prompts("infer", question_items(questions, cfg.prompt, cfg.system), cfg.model, params, out,
+    items = question_items(questions, cfg.prompt, cfg.system, answer_langs(cfg.answer_lang), cfg.answer_prompt)
+    ans = answer_prompts("infer", items, cfg.model, params, out,
                          label=label, cfg=cfg, cache=cfg.cache, batch_size=cfg.batch_size, llm=llm,
                          executor=cfg.executor)
     rows = [{"question_id": r.pop("id"), **r} for r in ans.rows]
     write_jsonl(out / "answers.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects + ans.rejects)
-    manifest = {"kind": "answers", "model": ans.model, "questions": len(questions), "answers": len(rows),
+    manifest = {"kind": "answers", "model": ans.model, "questions": len(questions), "prompts": len(items),
+                "answers": len(rows),
                 "rejected": len(rejects) + len(ans.rejects),
                 "answers_by_lang": dict(sorted(Counter(r["lang"] for r in rows).items())),
                 "stopped_by_length": sum(r["finish_reason"] == "length" for r in rows),

@@ -4,12 +4,14 @@ A spec joins sources with `+`, as x-LLM's `alpaca_en+alpaca_zh+translation_ncwm_
 
     xinstruct train sft --data xinstruct_sw+alpaca_en*0.5+translation_en-sw --alias alias.yaml
 
-Each name is looked up in the alias file (YAML or JSON), or else read as a path:
+Each name is looked up in the alias file (YAML or JSON), else read as a path; `seeds` (when neither) is the
+packaged seed pairs, all ten languages:
 
     xinstruct_sw: {path: runs/sw}                 # a run folder (its samples.jsonl), file or folder
     alpaca_en:    {path: data/alpaca_en.jsonl, ratio: 0.5}
     translation_en-sw: {parallel: data/en-sw.tsv, src: en, tgt: sw, directions: both}
 
+A row without a `lang` takes its source's `lang`, else the language code that names its file (`sw.jsonl`).
 `ratio` samples that fraction of a source (above 1 repeats it), `n` an absolute count;
 `name*R` in the spec overrides the ratio. Sampling and the final shuffle are seeded, so
 the same spec, alias file and seed give the same examples in the same order. A row that
@@ -22,15 +24,20 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from xinstruct.curate.seeds import SEED_PACKAGE
+from xinstruct.languages import NAMES
 from xinstruct.records import Reject, stable_hash
 from xinstruct.rows import read_rows as read_file_rows
 from xinstruct.train.formats import Example, FormatError, to_example
 from xinstruct.train.translation import translation_rows
+
+SEEDS = "seeds"  # the packaged seed pairs, as a data source
 
 
 @dataclass
@@ -95,9 +102,12 @@ def parse_spec(spec: str, aliases: dict[str, dict[str, Any]]) -> list[Source]:
             src = Source(name=name, **aliases[name])
         elif Path(name).exists():
             src = Source(name=name, path=name)
+        elif name == SEEDS:
+            src = Source(name=name, path=str(resources.files(SEED_PACKAGE)))
         else:
             known = ", ".join(sorted(aliases)) or "none (pass --alias FILE)"
-            raise ValueError(f"data source {name!r} is neither an alias nor a path; aliases: {known}")
+            raise ValueError(f"data source {name!r} is neither an alias nor a path (nor {SEEDS!r}, the packaged seed "
+                             f"pairs); aliases: {known}")
         if ratio:
             try:
                 src.ratio = float(ratio)
@@ -141,13 +151,20 @@ def source_examples(src: Source, fmt: str, seed: int = 0) -> tuple[list[Example]
             rejects.append(row)
             continue
         try:
-            ex = to_example(row, fmt, default_lang=src.lang, rid=stable_hash(origin), system=src.system)
+            ex = to_example(row, fmt, default_lang=src.lang or file_language(origin), rid=stable_hash(origin),
+                            system=src.system)
         except FormatError as e:
             rejects.append(_reject(origin, e.reason, e.detail, row, str(row.get("id") or "") or None))
             continue
         ex.source, ex.origin = src.name, origin
         examples.append(ex)
     return examples, rejects
+
+
+def file_language(origin: str) -> str | None:
+    """The language code that names a row's file (`data/sw.jsonl:3` -> sw), else None."""
+    stem = Path(origin.rsplit(":", 1)[0]).name.split(".")[0].lower()
+    return stem if stem in NAMES else None
 
 
 def _sample(examples: list[Example], src: Source, seed: int) -> list[Example]:

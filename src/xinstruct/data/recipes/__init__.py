@@ -1,0 +1,1 @@
+"""Packaged experiment recipes (`xinstruct experiment NAME`)."""
