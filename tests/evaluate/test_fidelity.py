@@ -1,5 +1,7 @@
 """Language fidelity against counts worked out by hand."""
 
+import json
+
 from xinstruct.evaluate.fidelity import FidelityConfig, answer_text, run_fidelity, score_fidelity
 from xinstruct.io import write_jsonl
 from xinstruct.langid import LanguageIdentifier
@@ -27,7 +29,7 @@ def test_fidelity_by_hand():
     assert per_lang["sw"]["detected_instead"] == {"en": 1}
     assert per_lang["ta"]["fidelity"] == 50.0 and per_lang["ta"]["detected_instead"] == {"hi": 1}
     assert per_lang["xx"] == {"n": 0, "in_language": 0, "fidelity": None, "empty": 0, "unsupported": 1,
-                              "detected_instead": {}}
+                              "detected_instead": {}, "repetitive": 0}
     assert overall["n"] == 6 and overall["in_language"] == 3 and overall["fidelity"] == 50.0
     assert [v["status"] for v in verdicts] == ["ok", "ok", "other", "empty", "ok", "other", "unsupported"]
 
@@ -48,3 +50,36 @@ def test_run_fidelity_writes_a_result_with_its_config(tmp_path):
     assert res["metrics"]["sw"]["fidelity"] == 50.0
     assert res["config"]["min_prob"] == 0.5 and len(res["config"]["answers_sha256"]) == 16
     assert (tmp_path / "fidelity" / "result.json").is_file() and (tmp_path / "fidelity" / "fidelity.jsonl").is_file()
+
+
+def test_repetitive_flags_planted_loops_and_no_natural_text():
+    """Planted: every packaged seed response and corpus document (natural text in 10+ languages) is not
+    repetitive; the same texts ending in a loop of their own first words are."""
+    from importlib import resources
+
+    from xinstruct.evaluate.fidelity import repetitive
+
+    texts = []
+    for pkg in ("xinstruct.data.seeds", "xinstruct.data.corpus"):
+        for f in resources.files(pkg).iterdir():
+            if f.name.endswith(".jsonl"):
+                for line in f.read_text(encoding="utf-8").splitlines():
+                    d = json.loads(line)
+                    texts.append(d.get("response") or d.get("text"))
+    texts = [t for t in texts if len(t.encode()) >= 200]
+    assert len(texts) >= 100
+    assert not [t[:60] for t in texts if repetitive(t)]
+    looped = [t[:300] + " " + (t[:30] + " ") * 40 for t in texts]  # a loop of its own first words
+    assert all(repetitive(t) for t in looped)
+    assert not repetitive("mwena " * 20)  # too short to judge
+
+
+def test_fidelity_counts_repetitive_answers_apart(tmp_path):
+    loop = "Mvua ya masika huanza mwezi Machi. " + "mwena mwena mwena " * 30
+    ok = ("Mvua ya masika huanza mwezi Machi na huleta maji mengi kwa wakulima wa mahindi, maharagwe na mpunga. "
+          "Wakulima hupanda mbegu mapema ili mimea ipate maji ya kutosha kabla ya kiangazi kuanza mwezi Juni.")
+    f = tmp_path / "answers.jsonl"
+    f.write_text("".join(json.dumps({"question_id": i, "lang": "sw", "answer": a}) + "\n"
+                         for i, a in enumerate([loop, ok])))
+    res = run_fidelity(FidelityConfig(answers=str(f), out=str(tmp_path / "fid")))
+    assert res["overall"]["repetitive"] == 1 and res["metrics"]["sw"]["repetitive"] == 1

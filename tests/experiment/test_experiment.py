@@ -124,6 +124,9 @@ def test_the_results_table_has_a_row_per_model_and_links_the_curated_data_card(f
         assert r["fidelity"]["low"] <= r["fidelity"]["value"] <= r["fidelity"]["high"]
         acc = json.loads((out / r["model"] / "mc-xcopa" / "result.json").read_text())["overall"]
         assert r["benchmarks"]["xcopa"]["value"] == round(acc["acc"], 2) and r["benchmarks"]["xcopa"]["n"] == 6
+        loops = [v["repetitive"] for sub in ("fidelity", "fidelity-xl")
+                 for v in read_jsonl(out / r["model"] / sub / "fidelity.jsonl")]
+        assert r["repetitive"]["n"] == len(loops) == 6 and r["repetitive"]["value"] == round(100 * sum(loops) / 6, 2)
     md = (out / "results.md").read_text()
     assert "[curated-data](../demo-run/README.md)" in md
     assert "seeds (packaged seed pairs)" in md

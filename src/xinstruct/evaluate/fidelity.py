@@ -3,11 +3,13 @@
 An answer counts as in its language when the identifier's top language is that language (or one it is
 confused with, e.g. id/ms) with probability >= `min_prob`. Empty answers and answers without letters
 count as not in the language (the user got nothing they can read); answers in a language the identifier
-does not know are counted apart (`unsupported`) and left out of the share rather than guessed.
+does not know are counted apart (`unsupported`) and left out of the share rather than guessed. Answers that
+end in a loop are counted too (`repetitive`): in the language, and saying nothing.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,16 +53,36 @@ def answer_text(row: dict[str, Any]) -> str | None:
     return None
 
 
+# An answer that loops (a small model's greedy decoding: "mwena mwena mwena ...") can be in the asked language and
+# still say nothing, so fidelity counts it apart. Compression measures the loop in any script: the last
+# REPEAT_WINDOW bytes of natural text compress (zlib) to at least 0.37 of their size (140 packaged seed responses
+# and corpus documents, 10+ languages), a loop to well under 0.3.
+VERSION = 2  # of the verdicts' rules and fields (2: `repetitive`); whatever caches fidelity results keys on it
+REPEAT_WINDOW = 600
+REPEAT_MIN_BYTES = 200  # shorter answers are not judged
+REPEAT_RATIO = 0.3
+
+
+def repetitive(text: str) -> bool:
+    """Whether the answer ends in a loop: its last REPEAT_WINDOW bytes compress below REPEAT_RATIO."""
+    data = text.encode("utf-8")
+    if len(data) < REPEAT_MIN_BYTES:
+        return False
+    tail = data[-REPEAT_WINDOW:]
+    return len(zlib.compress(tail, 9)) / len(tail) < REPEAT_RATIO
+
+
 def score_fidelity(rows: Iterable[dict[str, Any]], ident: LanguageIdentifier, min_prob: float = 0.5
                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-answer verdicts, per-language figures ({n, in_language, fidelity (percent), empty, unsupported,
-    detected: the languages found instead}) and the overall figure over all scored answers."""
+    detected: the languages found instead, repetitive: answers that end in a loop}) and the overall figure over
+    all scored answers."""
     verdicts = []
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         lang = str(row.get("lang") or "").lower()
         text = answer_text(row) or ""
-        v = {"question_id": row.get("question_id", row.get("id")), "lang": lang}
+        v = {"question_id": row.get("question_id", row.get("id")), "lang": lang, "repetitive": repetitive(text)}
         if not ident.supports(lang):
             v.update(status="unsupported", in_language=None, detected=None, p=None)
         elif not text.strip():
@@ -80,7 +102,8 @@ def _summary(vs: list[dict[str, Any]]) -> dict[str, Any]:
     other = Counter(v["detected"] for v in scored if v["status"] == "other")
     return {"n": len(scored), "in_language": hits, "fidelity": round(100 * hits / len(scored), 2) if scored else None,
             "empty": sum(v["status"] == "empty" for v in vs),
-            "unsupported": sum(v["status"] == "unsupported" for v in vs), "detected_instead": dict(other.most_common())}
+            "unsupported": sum(v["status"] == "unsupported" for v in vs), "detected_instead": dict(other.most_common()),
+            "repetitive": sum(v["repetitive"] for v in vs)}
 
 
 def run_fidelity(cfg: FidelityConfig) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """An experiment's one table and one picture: OUT/results.json, results.md and results.png.
 
 Rows are the base and the arms; columns are language fidelity (native questions; English questions answered in
-the language), the win rate against the base (judged in both orders, with its bootstrap interval and the
-length-controlled rate), and each benchmark's accuracy. Fidelity and accuracy come with 95% Wilson intervals:
-on a few dozen questions they are wide, and the table should say so.
+the language), the share of answers that end in a loop, the win rate against the base (judged in both orders,
+with its bootstrap interval and the length-controlled rate), and each benchmark's accuracy. Shares and accuracies
+come with 95% Wilson intervals: on a few dozen questions they are wide, and the table should say so.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def _share(res: dict[str, Any] | None, key: str, count: str | None) -> dict[str,
     return {"value": round(float(o[key]), 2), "low": lo, "high": hi, "n": n}
 
 
+def _repetitive(*results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The share of answers that end in a loop, over the given fidelity results (all their answers)."""
+    found = [r["overall"] for r in results if r and "repetitive" in r["overall"]]
+    n = sum(o["n"] + o.get("unsupported", 0) for o in found)
+    if not n:
+        return None
+    k = sum(o["repetitive"] for o in found)
+    lo, hi = wilson(k, n)
+    return {"value": round(100 * k / n, 2), "low": lo, "high": hi, "n": n}
+
+
 def _win(res: dict[str, Any] | None) -> dict[str, Any] | None:
     """The win rate with its interval, or value None where the judge gave no verdict it could parse."""
     if not res:
@@ -87,8 +98,10 @@ def collect(exp: Experiment) -> dict[str, Any]:
             t = json.loads(train.read_text(encoding="utf-8")) if train.is_file() else {}
             row.update(data=exp.arms[name].data, sources=data_sources(exp, name), examples=t.get("examples"),
                        steps=t.get("global_step"), train_loss=t.get("train_loss"))
-        row["fidelity"] = _share(_read(f / "fidelity"), "fidelity", "in_language")
-        row["fidelity_xl"] = _share(_read(f / "fidelity-xl"), "fidelity", "in_language")
+        native, xl = _read(f / "fidelity"), _read(f / "fidelity-xl")
+        row["fidelity"] = _share(native, "fidelity", "in_language")
+        row["fidelity_xl"] = _share(xl, "fidelity", "in_language")
+        row["repetitive"] = _repetitive(native, xl)
         row["win_rate"] = None if name == BASE else _win(_read(f / "judge"))
         row["win_rate_xl"] = None if name == BASE else _win(_read(f / "judge-xl"))
         row["benchmarks"] = {b: _share(_read(f / f"mc-{b}"), "acc", None) for b in exp.benchmarks}
@@ -117,11 +130,13 @@ def markdown(res: dict[str, Any], out: Path) -> str:
     langs = ", ".join(res["answer_languages"])
     head = ["model", "trained on", "examples", f"fidelity, native ({res['languages']})",
             f"fidelity, {res['source_lang']} asked, answer in {langs}" if langs else "fidelity, cross-lingual",
-            "win rate vs base, native", "win rate vs base, cross-lingual", *[f"{b} acc" for b in bench]]
+            "answers ending in a loop", "win rate vs base, native", "win rate vs base, cross-lingual",
+            *[f"{b} acc" for b in bench]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in res["rows"]:
         cells = [r["model"], _trained_on(r, out), str(r.get("examples") or "—"), _cell(r["fidelity"]),
-                 _cell(r["fidelity_xl"]), _cell(r["win_rate"], True), _cell(r["win_rate_xl"], True),
+                 _cell(r["fidelity_xl"]), _cell(r["repetitive"]), _cell(r["win_rate"], True),
+                 _cell(r["win_rate_xl"], True),
                  *[_cell(r["benchmarks"][b]) for b in bench]]
         lines.append("| " + " | ".join(cells) + " |")
     train = res["train"]
@@ -130,8 +145,10 @@ def markdown(res: dict[str, Any], out: Path) -> str:
             f"{train['max_steps']} steps, batch {train['batch_size']}, learning rate {train['learning_rate']:g}, "
             f"format {train['format']}, seed {train['seed']}.",
             f"Judge: `{res['judge']}`, both orders; a win rate is the arm's against the base (ties count half), with "
-            "its bootstrap 95% interval and the length-controlled rate (LC). Fidelity and accuracy: percent, with "
-            "95% Wilson intervals.", "", *lines, "", "![results](results.png)", ""]
+            "its bootstrap 95% interval and the length-controlled rate (LC). Fidelity (answers language ID reads as "
+            "the asked language), answers ending in a loop (native and cross-lingual together; in the language and "
+            "saying nothing) and accuracy: percent, with 95% Wilson intervals.", "", *lines, "",
+            "![results](results.png)", ""]
     return "\n".join(text)
 
 
@@ -156,7 +173,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("fidelity", "fidelity, native (%)"), ("fidelity_xl", "fidelity, answer in the language (%)"),
-              ("win_rate", "win rate vs base, native (%)"), ("win_rate_xl", "win rate vs base, cross-lingual (%)")]
+              ("repetitive", "answers ending in a loop (%)"), ("win_rate", "win rate vs base, native (%)"),
+              ("win_rate_xl", "win rate vs base, cross-lingual (%)")]
     panels += [(f"bench:{b}", f"{b} accuracy (%)") for b in res["rows"][0]["benchmarks"]]
     models = [r["model"] for r in res["rows"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)

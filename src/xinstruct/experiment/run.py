@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xinstruct.evaluate.fidelity import VERSION as FIDELITY_VERSION
 from xinstruct.experiment.recipe import BASE, ArmConfig, ExperimentConfig
 from xinstruct.io import atomic_write
 from xinstruct.llm import ModelConfig
@@ -107,8 +108,8 @@ class Experiment:
             self._add(ExpStep(f"{name}/{folder}", settings, lambda n=name, f=folder, s=settings: self.answer(n, f, s),
                               after=trained))
             fid = folder.replace("answers", "fidelity")
-            self._add(ExpStep(f"{name}/{fid}", {}, lambda n=name, f=folder: self.fidelity(n, f),
-                              after=(f"{name}/{folder}",)))
+            self._add(ExpStep(f"{name}/{fid}", {"fidelity": FIDELITY_VERSION},
+                              lambda n=name, f=folder: self.fidelity(n, f), after=(f"{name}/{folder}",)))
             if name != BASE:
                 judge = folder.replace("answers", "judge")
                 js = {"judge": dataclasses.asdict(e.judge), "template": e.judge_template, "orders": e.orders,
