@@ -218,3 +218,20 @@ def test_the_packaged_demo_recipe_loads(monkeypatch):
     cfg = load_recipe("demo")
     assert list(cfg.arm_configs()) == ["seeds", "curated"] and cfg.train.max_steps > 0
     assert cfg.eval.answer_languages() == ["id", "sw", "tr"] and "xcopa" in cfg.benchmark_configs()
+
+
+def test_an_arms_answer_languages_narrow_its_cross_lingual_steps_and_the_base_answers_them_all(tmp_path):
+    from xinstruct.experiment.recipe import load_recipe
+    from xinstruct.experiment.run import Experiment
+
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({"out": str(tmp_path / "o"), "arms": {"all": "seeds", "sw": {
+        "data": "seeds", "answer_lang": "sw"}}, "eval": {"lang": "tr", "answer_lang": "ta,tr"}}))
+    steps = {s.name: s for s in Experiment(load_recipe(str(p))).steps}
+    assert steps["all/answers-xl"].settings["answer_lang"] == "ta,tr"
+    assert steps["sw/answers-xl"].settings["answer_lang"] == "sw"
+    assert steps["base/answers-xl"].settings["answer_lang"] == "sw,ta,tr"
+    assert steps["sw/judge-xl"].settings["lang"] == "sw"  # judged against the base on its own languages
+    # an arm's answers hang on its training: same settings, different keys
+    assert steps["all/answers"].settings == steps["sw/answers"].settings
+    assert steps["all/answers"].key != steps["sw/answers"].key
