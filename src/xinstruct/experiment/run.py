@@ -161,6 +161,7 @@ class Experiment:
 
         m = train_sft(self.cfg.arm_train_config(name, arm), overwrite=self.overwrite, mix=self.mixes[name],
                       progress=self.cfg.progress)
+        _release_memory()  # the trainer's model and optimizer, before the next arm trains or an engine loads
         return {"examples": m["examples"], "steps": m["global_step"], "loss": round(m["train_loss"], 4),
                 "data": {k: v.get("used") for k, v in m["data"].items()}}
 
@@ -214,6 +215,16 @@ def _read_mix(name: str, tc: Any) -> Any:
         return build_mix(tc.data, aliases=tc.alias, fmt=tc.format, seed=tc.seed)
     except (ValueError, FileNotFoundError) as e:
         raise type(e)(f"arms.{name}: {e}") from e
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _task(folder: str) -> str:
