@@ -142,6 +142,15 @@ def test_a_rerun_of_a_finished_experiment_runs_no_step(finished):
     n = len(json.loads((out / "experiment.json").read_text())["steps"])
     assert f"{n} steps, {n} already done" in r.stdout and "] seeds/train" not in r.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
+    # --report-only rewrites the table from the finished steps and runs nothing
+    results = (out / "results.json").read_text()
+    for f in ("results.md", "results.json", "results.png"):
+        (out / f).unlink()
+    r = subprocess.run(cli(str(path), "--out", str(out), "--report-only"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "results.json").read_text() == results and (out / "results.png").is_file()
+    assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
 @pytest.mark.timeout(1200)
