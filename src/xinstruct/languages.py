@@ -6,6 +6,9 @@ or, failing that, by the code itself.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 PAPER_LANGUAGES = ("fi", "id", "th", "tr", "vi", "bn", "hi", "sw", "ta", "ur")
 
 NAMES = {
@@ -31,3 +34,9 @@ NAMES = {
 
 def language_name(code: str) -> str:
     return NAMES.get(code, code)
+
+
+def lang_from_name(path: str | Path) -> str | None:
+    """The language code that ends a file name: question.sw.jsonl, sw.jsonl, questions_sw.jsonl."""
+    last = re.split(r"[._-]", Path(path).name.removesuffix(".jsonl"))[-1].lower()
+    return last if last in NAMES else None

@@ -12,13 +12,12 @@ publish numbers on them, or bring your own set.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from xinstruct.languages import NAMES
+from xinstruct.languages import lang_from_name
 from xinstruct.rows import json_lines, objects_only
 
 PACKAGED = "packaged"
@@ -40,12 +39,6 @@ class Question:
 
 def packaged_questions() -> Path:
     return Path(str(resources.files("xinstruct.data.questions")))
-
-
-def lang_from_name(path: Path) -> str | None:
-    """The language code that ends a file name: question.sw.jsonl, sw.jsonl, questions_sw.jsonl."""
-    last = re.split(r"[._-]", path.name.removesuffix(".jsonl"))[-1].lower()
-    return last if last in NAMES else None
 
 
 def _reject(source: str, reason: str, detail: str, row: Any = None) -> dict[str, Any]:

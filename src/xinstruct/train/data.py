@@ -11,7 +11,7 @@ packaged seed pairs, all ten languages:
     alpaca_en:    {path: data/alpaca_en.jsonl, ratio: 0.5}
     translation_en-sw: {parallel: data/en-sw.tsv, src: en, tgt: sw, directions: both}
 
-A row without a `lang` takes its source's `lang`, else the language code that names its file (`sw.jsonl`).
+A row without a `lang` takes its source's `lang`, else the language code that ends its file's name (`sw.jsonl`).
 `ratio` samples that fraction of a source (above 1 repeats it), `n` an absolute count;
 `name*R` in the spec overrides the ratio. Sampling and the final shuffle are seeded, so
 the same spec, alias file and seed give the same examples in the same order. A row that
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from xinstruct.curate.seeds import SEED_PACKAGE
-from xinstruct.languages import NAMES
+from xinstruct.languages import lang_from_name
 from xinstruct.records import Reject, stable_hash
 from xinstruct.rows import read_rows as read_file_rows
 from xinstruct.train.formats import Example, FormatError, to_example
@@ -151,20 +151,14 @@ def source_examples(src: Source, fmt: str, seed: int = 0) -> tuple[list[Example]
             rejects.append(row)
             continue
         try:
-            ex = to_example(row, fmt, default_lang=src.lang or file_language(origin), rid=stable_hash(origin),
-                            system=src.system)
+            lang = src.lang or lang_from_name(origin.rsplit(":", 1)[0])  # origin: file:line
+            ex = to_example(row, fmt, default_lang=lang, rid=stable_hash(origin), system=src.system)
         except FormatError as e:
             rejects.append(_reject(origin, e.reason, e.detail, row, str(row.get("id") or "") or None))
             continue
         ex.source, ex.origin = src.name, origin
         examples.append(ex)
     return examples, rejects
-
-
-def file_language(origin: str) -> str | None:
-    """The language code that names a row's file (`data/sw.jsonl:3` -> sw), else None."""
-    stem = Path(origin.rsplit(":", 1)[0]).name.split(".")[0].lower()
-    return stem if stem in NAMES else None
 
 
 def _sample(examples: list[Example], src: Source, seed: int) -> list[Example]:
