@@ -18,7 +18,8 @@ import xinstruct
 SRC = Path(xinstruct.__file__).parent
 LAYERS = ("core", "llm", "execution", "family", "workflow", "cli")  # low to high
 CORE = {"xinstruct", "xinstruct.records", "xinstruct.io", "xinstruct.languages", "xinstruct.config",
-        "xinstruct.langid", "xinstruct.parsers", "xinstruct.rows", "xinstruct.prompts", "xinstruct.data"}
+        "xinstruct.langid", "xinstruct.parsers", "xinstruct.markdown", "xinstruct.rows", "xinstruct.prompts",
+        "xinstruct.data"}
 FAMILIES = ("curate", "train", "evaluate", "serve")
 WORKFLOWS = ("experiment",)  # compose the families: train arms, then evaluate them
 # Imports between stage families, each on purpose: the backward model learns curation's generation prompt

@@ -17,6 +17,7 @@ from typing import Any
 
 from xinstruct.io import atomic_write, read_jsonl
 from xinstruct.languages import language_name
+from xinstruct.markdown import table as md_table
 from xinstruct.records import Record
 
 
@@ -198,12 +199,6 @@ def _embeddings(out: Path, manifest: dict[str, Any]) -> tuple[list[str], Any] | 
     return json.loads((out / folder / "ids.json").read_text()), np.load(out / folder / "embeddings.npy")
 
 
-def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def build_report(out: str | Path) -> dict[str, Any]:
     return _build(*_load(Path(out)))
 
@@ -232,16 +227,16 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
              "## Samples per language", "", _lang_table(rep["languages"]), "", "## Counts at every stage", ""]
     funnel = [(k, c[k]) for k in ("documents_read", "documents_rejected", "documents_chunked", "chunks",
                                   "records_read", "candidates", "refined_kept", "unsampled", "samples") if k in c]
-    parts.append(_md_table(["count", "value"], [[k, v] for k, v in funnel]))
+    parts.append(md_table(["count", "value"], [[k, v] for k, v in funnel]))
     if rep["rejects_by_reason"]:
         parts += ["", "Rejects by stage and reason:", "",
-                  _md_table(["stage/reason", "rejects"], [[k, v] for k, v in rep["rejects_by_reason"].items()])]
+                  md_table(["stage/reason", "rejects"], [[k, v] for k, v in rep["rejects_by_reason"].items()])]
     sc = rep["scores"]
     if sc["before"] or sc["after"]:
         xs = sorted(set(sc["before"]) | set(sc["after"]))
         parts += ["", "## Judge scores", "", "Every labeled pair's score at its first label and at its last "
                   "(after refinement):", "",
-                  _md_table(["score", *map(str, xs)], [["first label", *(sc["before"].get(x, 0) for x in xs)],
+                  md_table(["score", *map(str, xs)], [["first label", *(sc["before"].get(x, 0) for x in xs)],
                                                        ["after refinement", *(sc["after"].get(x, 0) for x in xs)]]),
                   "", "Kept pairs by the round that accepted them (0 = first label): "
                   + ", ".join(f"round {k}: {v}" for k, v in rep["kept_by_round"].items())]
@@ -251,7 +246,7 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
     if nd and nd.get("pairs"):
         parts += ["", "## Near-duplicate instructions", "", f"{nd['pairs']} pairs of candidates in the same language "
                   f"have near-duplicate instructions (similarity >= {nd['threshold']}); diversification samples "
-                  "at most one of each:", "", _md_table(["pair", "pair", "similarity", "instructions"],
+                  "at most one of each:", "", md_table(["pair", "pair", "similarity", "instructions"],
                                             [[e["a"], e["b"], e["similarity"],
                                               f"{e['a_instruction']!r} / {e['b_instruction']!r}"[:160]]
                                              for e in nd["examples"][:20]])]
@@ -262,14 +257,14 @@ def _report_md(rep: dict[str, Any], manifest: dict[str, Any], plots: list[str]) 
         for d in rep["decontamination"]:
             for o in d["overlaps"][:3]:
                 rows.append([d["id"], f"{o.get('eval_file')}:{o.get('eval_line')}", repr(o.get("ngram", ""))[:80]])
-        parts.append(_md_table(["pair", "eval item", "shared n-gram"], rows))
+        parts.append(md_table(["pair", "eval item", "shared n-gram"], rows))
     elif "decontaminate" in manifest.get("stages", {}):
         parts += ["", "## Decontamination", "", "No pair overlapped the evaluation sets."]
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     st = rep["stages"]
     if st:
-        parts += ["", "## Stages", "", _md_table(["stage", "seconds", "resumed", "LLM calls (new / cached)"],
+        parts += ["", "## Stages", "", md_table(["stage", "seconds", "resumed", "LLM calls (new / cached)"],
                   [[k, v.get("seconds", ""), v.get("resumed", ""),
                     f"{v['llm']['generated']} / {v['llm']['cache_hits']}" if "llm" in v else ""]
                    for k, v in st.items()])]
@@ -314,13 +309,13 @@ def selection_md(sel: dict[str, Any], level: str = "##") -> list[str]:
         rows = [[name, s["auc"], s["threshold"], f"{s['true_kept']} / {s['true']}",
                  f"{s['shuffled_kept']} / {s['shuffled']}"] for name in ("judge", "relevance")
                 if (s := check.get(name))]
-        parts += ["", _md_table(["selector", "AUC (planted)", "threshold", "true pairs kept", "shuffled pairs kept"],
+        parts += ["", md_table(["selector", "AUC (planted)", "threshold", "true pairs kept", "shuffled pairs kept"],
                                 rows)]
         by_lang = (check.get("relevance") or {}).get("by_lang")
         if by_lang:
             parts += ["", "The relevance gate's planted keep rates per language (one threshold for all: the "
                       "self-check plants too few pairs per language to fit one each):", "",
-                      _md_table(["language", "threshold", "true pairs kept", "shuffled pairs kept"],
+                      md_table(["language", "threshold", "true pairs kept", "shuffled pairs kept"],
                                 [[lang, v["threshold"], f"{v['true_kept']} / {v['true']}",
                                   f"{v['shuffled_kept']} / {v['shuffled']}"] for lang, v in by_lang.items()])]
     return parts
@@ -345,7 +340,7 @@ def _deciders(sel: dict[str, Any]) -> str:
 
 
 def _lang_table(rows: list[dict[str, Any]]) -> str:
-    return _md_table(["language", "code", "instruction length (chars)", "output length (chars)", "samples"],
+    return md_table(["language", "code", "instruction length (chars)", "output length (chars)", "samples"],
                      [[r["language"], r["lang"], f"{r['instruction_chars_mean']:.1f} ± {r['instruction_chars_sd']:.1f}",
                        f"{r['output_chars_mean']:.1f} ± {r['output_chars_sd']:.1f}", r["samples"]] for r in rows]
                      + [["**all**", "", "", "", sum(r["samples"] for r in rows)]])
@@ -428,7 +423,7 @@ def kept_pairs_md(pairs: list[dict[str, Any]], level: str = "##") -> list[str]:
         return [f"{level} Kept pairs", "", "No pair was kept.", ""]
     return [f"{level} Kept pairs", "", f"Each kept pair's English instruction beside the first line of its native text "
             f"(the first {len(pairs)}):", "",
-            _md_table(["lang", "instruction", "text begins"], [[p["lang"], p["instruction"], p["text_start"]]
+            md_table(["lang", "instruction", "text begins"], [[p["lang"], p["instruction"], p["text_start"]]
                                                               for p in pairs]), ""]
 
 

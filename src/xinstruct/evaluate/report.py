@@ -15,6 +15,7 @@ from typing import Any
 
 from xinstruct.evaluate.results import find_results
 from xinstruct.io import atomic_write
+from xinstruct.markdown import table as md_table
 
 # The figure each kind is compared by (first) and the others worth a column.
 HEADLINE = {"fidelity": ("fidelity",), "multiple_choice": ("acc", "acc_norm"), "translation": ("chrf", "bleu"),
@@ -50,9 +51,7 @@ def _fmt(v: Any) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return md_table(header, [[_fmt(c) for c in r] for r in rows])
 
 
 def _group(results: list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]]:
