@@ -205,6 +205,8 @@ def test_recipe_errors_name_the_setting(tmp_path):
     bad({"arms": {"x": "seeds"}, "train": {"max_steps": -1}}, "train.max_steps")
     bad({"arms": {"x": "seeds"}, "eval": {"answer_lang": "sw,zz"}}, "unknown language code")
     bad({"arms": {"x": "seeds"}, "eval": {"benchmarks": {"b": {"task": "mmlu"}}}}, "eval.benchmarks.b.task")
+    bad({"arms": {"x": "seeds"}, "eval": {"benchmarks": {"b": {"task": "xnli"}}}}, "eval.benchmarks.b.data")
+    bad({"arms": {"x": "seeds"}, "train": {"merge": False}}, "train.merge")
     with pytest.raises(FileNotFoundError, match="packaged recipe"):
         load_recipe("no-such-recipe")
 

@@ -30,6 +30,18 @@ def bootstrap_ci(scores: Sequence[float], n: int = 1000, seed: int = 0, level: f
     return round(100 * float(lo), 2), round(100 * float(hi), 2)
 
 
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float] | tuple[None, None]:
+    """The 95% Wilson score interval of k successes in n, in percent (shares and accuracies, where a bootstrap
+    over a few dozen items would be coarse)."""
+    if n <= 0:
+        return None, None
+    p = k / n
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return round(100 * max(0.0, mid - half), 2), round(100 * min(1.0, mid + half), 2)
+
+
 def length_feature(len_candidate: Sequence[float], len_reference: Sequence[float]) -> np.ndarray:
     """tanh of the length difference over its standard deviation (not centred, so that equal lengths map to
     0 and a difference and its opposite map to opposite values), as AlpacaEval's length control does."""

@@ -50,8 +50,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"out={json.dumps(args.out)}"] if args.out else []) + (
         ["progress=false"] if args.no_progress else [])
     cfg = load_recipe(args.recipe, overrides)
+    from xinstruct.experiment.results import table
+
     res = run_experiment(cfg, overwrite=args.overwrite, only_report=args.report_only)
     out = Path(cfg.out)
-    print((out / "results.md").read_text(encoding="utf-8").split("\n\n![results]")[0].split("\n\n", 2)[-1])
+    print(table(res, out))
     print(f"wrote {out / 'results.md'}, results.json, results.png ({len(res['rows'])} models)")
     return 0

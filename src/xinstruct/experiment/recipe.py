@@ -104,6 +104,8 @@ class ExperimentConfig:
             b = from_dict(BenchmarkConfig, value or {}, f"eval.benchmarks.{name}")
             if b.task not in BENCHMARK_TASKS:
                 raise ValueError(f"eval.benchmarks.{name}.task: {b.task!r} is not one of {', '.join(BENCHMARK_TASKS)}")
+            if b.data == PACKAGED and b.task != "xcopa":
+                raise ValueError(f"eval.benchmarks.{name}.data: only xcopa has a packaged fixture; give a file")
             out[_check_name(str(name), "eval.benchmarks")] = b
         return out
 
@@ -136,6 +138,8 @@ class ExperimentConfig:
             self.arm_answer_languages(arm)
             self.arm_train_config(name, arm).check()
         self.benchmark_configs()
+        if not self.train.merge:
+            raise ValueError("train.merge: the experiment evaluates each arm's merged model; leave merge on")
         if self.train.max_steps <= 0:
             raise ValueError("train.max_steps: give every arm the same number of optimizer steps (> 0); epochs "
                              "would train a larger data set for more steps")

@@ -10,34 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xinstruct.curate.seeds import SEED_PACKAGE
+from xinstruct.evaluate.results import RESULT_FILE
+from xinstruct.evaluate.stats import wilson_ci
 from xinstruct.experiment.recipe import BASE
 from xinstruct.io import atomic_write
+from xinstruct.markdown import table as md_table
 from xinstruct.train.data import load_aliases, parse_spec
 
 if TYPE_CHECKING:
     from xinstruct.experiment.run import Experiment
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
-    """The 95% Wilson score interval of k successes in n, in percent."""
-    if n <= 0:
-        return None, None
-    p = k / n
-    d = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return round(100 * max(0.0, mid - half), 2), round(100 * min(1.0, mid + half), 2)
-
-
 def _read(path: Path) -> dict[str, Any] | None:
-    f = path / "result.json"
+    f = path / RESULT_FILE
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
 
@@ -48,7 +39,7 @@ def _share(res: dict[str, Any] | None, key: str, count: str | None) -> dict[str,
     o = res["overall"]
     n = int(o["n"])
     k = int(o[count]) if count else round(o[key] * n / 100)
-    lo, hi = wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     return {"value": round(float(o[key]), 2), "low": lo, "high": hi, "n": n}
 
 
@@ -59,7 +50,7 @@ def _repetitive(*results: dict[str, Any] | None) -> dict[str, Any] | None:
     if not n:
         return None
     k = sum(o["repetitive"] for o in found)
-    lo, hi = wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     return {"value": round(100 * k / n, 2), "low": lo, "high": hi, "n": n}
 
 
@@ -109,6 +100,7 @@ def collect(exp: Experiment) -> dict[str, Any]:
     e = exp.cfg.eval
     return {"name": exp.cfg.name, "base": exp.cfg.base, "rows": rows, "languages": e.lang,
             "answer_languages": exp.answer_langs, "source_lang": e.source_lang, "judge": e.judge.model,
+            "judge_orders": e.orders,
             "train": {**{k: v for k, v in dataclasses.asdict(exp.cfg.train).items()
                          if k not in ("data", "out", "model", "alias")},
                       "learning_rate": exp.cfg.train.learning_rate()}}
@@ -125,29 +117,31 @@ def _cell(v: dict[str, Any] | None, lc: bool = False) -> str:
     return s
 
 
-def markdown(res: dict[str, Any], out: Path) -> str:
+def table(res: dict[str, Any], out: Path) -> str:
+    """The results as a Markdown table, a row per model (links relative to `out`)."""
     bench = list(res["rows"][0]["benchmarks"])
     langs = ", ".join(res["answer_languages"])
     head = ["model", "trained on", "examples", f"fidelity, native ({res['languages']})",
             f"fidelity, {res['source_lang']} asked, answer in {langs}" if langs else "fidelity, cross-lingual",
             "answers ending in a loop", "win rate vs base, native", "win rate vs base, cross-lingual",
             *[f"{b} acc" for b in bench]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in res["rows"]:
-        cells = [r["model"], _trained_on(r, out), str(r.get("examples") or "—"), _cell(r["fidelity"]),
-                 _cell(r["fidelity_xl"]), _cell(r["repetitive"]), _cell(r["win_rate"], True),
-                 _cell(r["win_rate_xl"], True),
-                 *[_cell(r["benchmarks"][b]) for b in bench]]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r["model"], _trained_on(r, out), str(r.get("examples") or "—"), _cell(r["fidelity"]),
+             _cell(r["fidelity_xl"]), _cell(r["repetitive"]), _cell(r["win_rate"], True),
+             _cell(r["win_rate_xl"], True), *[_cell(r["benchmarks"][b]) for b in bench]] for r in res["rows"]]
+    return md_table(head, rows)
+
+
+def markdown(res: dict[str, Any], out: Path) -> str:
     train = res["train"]
+    orders = "both orders" if res["judge_orders"] == 2 else "the arm's answer first only"
     text = [f"# Experiment: {res['name']}", "",
             f"Base model: `{res['base']}`. Every arm trained from it with the same settings: {train['method']}, "
             f"{train['max_steps']} steps, batch {train['batch_size']}, learning rate {train['learning_rate']:g}, "
             f"format {train['format']}, seed {train['seed']}.",
-            f"Judge: `{res['judge']}`, both orders; a win rate is the arm's against the base (ties count half), with "
+            f"Judge: `{res['judge']}`, {orders}; a win rate is the arm's against the base (ties count half), with "
             "its bootstrap 95% interval and the length-controlled rate (LC). Fidelity (answers language ID reads as "
             "the asked language), answers ending in a loop (native and cross-lingual together; in the language and "
-            "saying nothing) and accuracy: percent, with 95% Wilson intervals.", "", *lines, "",
+            "saying nothing) and accuracy: percent, with 95% Wilson intervals.", "", table(res, out), "",
             "![results](results.png)", ""]
     return "\n".join(text)
 
