@@ -152,10 +152,10 @@ def test_metrics_by_hand():
     assert overall == {"n": 3, "acc": pytest.approx(200 / 3), "acc_norm": pytest.approx(200 / 3), "acc_bytes": 100.0}
 
 
-def test_run_writes_result_predictions_and_rejects(tmp_path, monkeypatch):
+def test_run_writes_result_predictions_and_rejects(tmp_path):
     llm = ScriptedLLM({"நன்றி": -9.0, "thanks": -10.0, "a b": -3.0, "longer one": -4.0, "ndiyo": -5.0, "labda": -5.0})
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (llm, cfg))
-    result = run_multiple_choice(MCConfig("xstorycloze", str(FIXTURES / "mc_hand_scored.jsonl"), str(tmp_path)))
+    result = run_multiple_choice(MCConfig("xstorycloze", str(FIXTURES / "mc_hand_scored.jsonl"), str(tmp_path)),
+                                 llm=llm)
     assert result["kind"] == "multiple_choice" and result["task"] == "xstorycloze"
     assert result["overall"]["acc"] == pytest.approx(200 / 3) and result["metrics"]["ta"]["acc_bytes"] == 100.0
     assert result["model"]["backend"] == "scripted" and result["counts"] == {"items": 3, "scored": 3, "rejected": 0}
@@ -167,33 +167,31 @@ def test_run_writes_result_predictions_and_rejects(tmp_path, monkeypatch):
     assert llm.calls[0][0] == ("s1. s2. s3. s4.", " நன்றி")
 
 
-def test_item_that_cannot_be_scored_is_rejected_not_dropped(tmp_path, monkeypatch):
+def test_item_that_cannot_be_scored_is_rejected_not_dropped(tmp_path):
     llm = ScriptedLLM(fail_on="t1.")
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (llm, cfg))
     result = run_multiple_choice(MCConfig("xstorycloze", str(FIXTURES / "mc_hand_scored.jsonl"), str(tmp_path),
-                                          pairs_per_call=8))
+                                          pairs_per_call=8), llm=llm)
     assert result["counts"] == {"items": 3, "scored": 2, "rejected": 1}
     (reject,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert reject["id"] == "B" and reject["reason"] == "unscored" and reject["stage"] == "score"
     assert reject["source"].endswith("mc_hand_scored.jsonl:2") and "context window" in reject["detail"]
 
 
-def test_english_fallback_is_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (ScriptedLLM(), cfg))
-    result = run_multiple_choice(MCConfig("xcopa", str(FIXTURES / "mc_xcopa_mixed.jsonl"), str(tmp_path)))
+def test_english_fallback_is_reported(tmp_path):
+    result = run_multiple_choice(MCConfig("xcopa", str(FIXTURES / "mc_xcopa_mixed.jsonl"), str(tmp_path)),
+                                 llm=ScriptedLLM())
     assert result["english_fallback"] == ["fi"] and "fi" in result["notes"][0]
     assert result["metrics"]["fi"]["n"] == 1 and result["metrics"]["sw"]["n"] == 2
 
 
-def test_limit_and_fewshot_from_a_separate_file(tmp_path, monkeypatch):
+def test_limit_and_fewshot_from_a_separate_file(tmp_path):
     llm = ScriptedLLM()
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (llm, cfg))
     shots = tmp_path / "shots.jsonl"
     shots.write_text(json.dumps({"premise": "X y.", "choice1": "Right.", "choice2": "Wrong.", "question": "effect",
                                  "label": 0}) + "\n")
     data = str(resources.files("xinstruct.data.benchmarks") / "xcopa_mini.jsonl")
     result = run_multiple_choice(MCConfig("xcopa", data, str(tmp_path / "out"), lang="sw", limit=2, shots=1,
-                                          fewshot_data=str(shots)))
+                                          fewshot_data=str(shots)), llm=llm)
     assert result["overall"]["n"] == 2
     assert llm.calls[0][0] == ("X y kwa hiyo right.\n\nMtoto alilia sana kwa sababu", " alikuwa na njaa.")
 
@@ -290,12 +288,10 @@ def test_a_killed_run_resumes_without_recomputing(tmp_path):
     assert scores == score_requests(ScriptedLLM(), requests, batch_size=4)[0]  # the same values as uncached
 
 
-def test_a_finished_run_reruns_without_calling_the_model(tmp_path, monkeypatch):
+def test_a_finished_run_reruns_without_calling_the_model(tmp_path):
     first, second = ScriptedLLM({"thanks": -2.0}), ScriptedLLM({"thanks": -2.0})
     data = str(FIXTURES / "mc_hand_scored.jsonl")
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (first, cfg))
-    a = run_multiple_choice(MCConfig("xstorycloze", data, str(tmp_path)))
-    monkeypatch.setattr(mc, "_load_model", lambda cfg: (second, cfg))
-    b = run_multiple_choice(MCConfig("xstorycloze", data, str(tmp_path)))
+    a = run_multiple_choice(MCConfig("xstorycloze", data, str(tmp_path)), llm=first)
+    b = run_multiple_choice(MCConfig("xstorycloze", data, str(tmp_path)), llm=second)
     assert first.calls and second.calls == []
     assert a["metrics"] == b["metrics"]

@@ -29,7 +29,7 @@ from typing import Any
 
 from xinstruct.io import write_jsonl
 from xinstruct.languages import NAMES
-from xinstruct.llm import LLM, CachedLLM, ModelConfig, RequestCache, load_llm
+from xinstruct.llm import LLM, ModelConfig
 from xinstruct.records import stable_hash
 from xinstruct.rows import Row, dataset_rows, is_saved_dataset
 from xinstruct.rows import read_rows as read_file_rows
@@ -408,14 +408,12 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], di
 
 # ---------------------------------------------------------------- the run
 
-def _load_model(cfg: ModelConfig) -> tuple[LLM, ModelConfig]:
-    """The model with its backend's options for exact scoring (its spec's `exact_scoring_options`: every
+def scoring_config(cfg: ModelConfig) -> ModelConfig:
+    """The model config with its backend's options for exact scoring (its spec's `exact_scoring_options`: every
     position's logits on llama.cpp, float32 on transformers), under the user's."""
     from xinstruct.llm.backends import spec
 
-    options = {**spec(cfg.resolved_backend()).exact_scoring_options, **cfg.options}
-    cfg = dataclasses.replace(cfg, options=options)
-    return load_llm(cfg), cfg
+    return dataclasses.replace(cfg, options={**spec(cfg.resolved_backend()).exact_scoring_options, **cfg.options})
 
 
 def _by_lang(items: list[Item]) -> dict[str, list[Item]]:
@@ -425,8 +423,9 @@ def _by_lang(items: list[Item]) -> dict[str, list[Item]]:
     return out
 
 
-def run_multiple_choice(cfg: MCConfig) -> dict[str, Any]:
-    """Evaluate, write OUT/result.json, predictions.jsonl and rejects.jsonl; returns the result."""
+def run_multiple_choice(cfg: MCConfig, llm: LLM | None = None) -> dict[str, Any]:
+    """Evaluate, write OUT/result.json, predictions.jsonl and rejects.jsonl; returns the result. `llm` replaces
+    loading the model (tests)."""
     from xinstruct.evaluate.results import make_result, write_result
 
     if cfg.engine not in ENGINES:
@@ -444,7 +443,7 @@ def run_multiple_choice(cfg: MCConfig) -> dict[str, Any]:
         examples = fewshot_examples(its, pools.get(lang, []), cfg.shots, cfg.seed, not separate)
         requests.update({it.id: requests_for(it, build_context(it, ex)) for it, ex in zip(its, examples, strict=True)})
     if cfg.engine == "xinstruct":
-        lls, failed, model, model_cfg, extra = _run_xinstruct(cfg, requests, out)
+        lls, failed, model, model_cfg, extra = _run_xinstruct(cfg, requests, out, llm)
     else:
         lls, failed, model, model_cfg, extra = _run_lmeval(cfg, langs, pools if separate else None, requests, out)
     rows = []
@@ -470,16 +469,17 @@ def run_multiple_choice(cfg: MCConfig) -> dict[str, Any]:
     return result
 
 
-def _run_xinstruct(cfg: MCConfig, requests: dict[str, list[tuple[str, str]]], out: Path) -> tuple[Any, ...]:
-    engine, model_cfg = _load_model(cfg.model)
-    llm = CachedLLM(engine, RequestCache(out / "cache" / "llm.sqlite"))  # the request cache of every command
-    try:
+def _run_xinstruct(cfg: MCConfig, requests: dict[str, list[tuple[str, str]]], out: Path,
+                   given: LLM | None = None) -> tuple[Any, ...]:
+    from xinstruct.execution.pool import ModelPool
+
+    model_cfg = scoring_config(cfg.model)
+    # the request cache of every command, OUT/cache/llm.sqlite; the weights load on the first uncached pair
+    with ModelPool.open(None, out, given) as pool:
+        llm = pool.get(model_cfg)
         keyed = {i: stable_hash(llm.fingerprint, reqs, n=24) for i, reqs in requests.items()}
         lls, failed = score_requests(llm, {keyed[i]: r for i, r in requests.items()}, cfg.pairs_per_call)
         model = {"label": cfg.label or Path(cfg.model.model).name, "backend": llm.backend, "model_id": llm.model_id}
-    finally:
-        llm.cache.close()
-        llm.close()
     return ({i: lls[k] for i, k in keyed.items() if k in lls}, {i: failed[k] for i, k in keyed.items() if k in failed},
             model, model_cfg, {})
 
